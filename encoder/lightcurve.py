@@ -175,7 +175,10 @@ class LightCurve:
             flux = mag_to_njy(mag)
             flux_err = magerr_to_njy(mag, mag_err)
             if negative is not None:
-                flux = np.where(np.asarray(negative, dtype=bool), -flux, flux)
+                negative = np.asarray(negative, dtype=bool)
+                if negative.shape != (n,):
+                    raise LightCurveError("detections.negative", f"{negative.size} values for {n} detections")
+                flux = np.where(negative, -flux, flux)
         else:
             raise LightCurveError("detections", "each detection needs mag and mag_err, or flux and flux_err")
 
@@ -186,6 +189,8 @@ class LightCurve:
             meta = np.where(np.isin(meta, MISSING_SENTINELS) | ~np.isfinite(meta), np.nan, meta).astype(np.float32)
         if alert_id is not None:
             alert_id = np.asarray(alert_id, dtype=np.int64)
+            if alert_id.shape != (n,):
+                raise LightCurveError("detections.alert_id", f"{alert_id.size} values for {n} detections")
 
         # sort by time, drop exact (time, band) duplicates keeping the first occurrence
         order = np.lexsort((band_idx, time))

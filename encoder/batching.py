@@ -1,0 +1,171 @@
+"""From light curves to padded tensors: per-object examples and their collation.
+
+An :class:`Example` holds everything the model reads about one light curve, already
+normalised. Photometric and metadata channels are causal (row i depends only on rows
+<= i), so a light curve truncated to its first n detections is a slice; physics/GP
+features are not, so an example keeps them at a few detection counts
+(:data:`FEATURE_LEVELS`) and a truncated view uses the largest level it has reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from encoder.features import FeatureNormalizer, object_features
+from encoder.features.metadata import MetadataNormalizer, metadata_matrix
+from encoder.features.photometry import photometry_channels
+from encoder.features.stamps import stamp_tensor
+from encoder.lightcurve import LightCurve
+
+#: Detection counts at which training examples keep their object features.
+FEATURE_LEVELS: tuple[int, ...] = (3, 5, 10, 20, 50)
+IGNORE = -100
+
+
+@dataclass
+class FeatureSpec:
+    """What the model reads; stored in the checkpoint with the fitted normalisers."""
+
+    max_len: int = 256
+    use_metadata: bool = True
+    use_images: bool = False
+    use_gp: bool = True  # physics features from the light-curve package
+    gp_fit: bool = True  # ... plus the multi-band Gaussian-process fit
+    meta_norm: MetadataNormalizer | None = None
+    obj_norm: FeatureNormalizer | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "max_len": self.max_len, "use_metadata": self.use_metadata, "use_images": self.use_images,
+            "use_gp": self.use_gp, "gp_fit": self.gp_fit,
+            "meta_norm": self.meta_norm.to_dict() if self.meta_norm else None,
+            "obj_norm": self.obj_norm.to_dict() if self.obj_norm else None,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureSpec:
+        return cls(
+            max_len=d["max_len"], use_metadata=d["use_metadata"], use_images=d["use_images"],
+            use_gp=d["use_gp"], gp_fit=d["gp_fit"],
+            meta_norm=MetadataNormalizer.from_dict(d["meta_norm"]) if d.get("meta_norm") else None,
+            obj_norm=FeatureNormalizer.from_dict(d["obj_norm"]) if d.get("obj_norm") else None,
+        )  # fmt: skip
+
+
+@dataclass
+class Example:
+    object_id: str
+    phot: np.ndarray  # (n, 10) float32
+    t_rel: np.ndarray  # (n,) float32 days since the first detection
+    band: np.ndarray  # (n,) int64
+    meta: np.ndarray | None = None  # (n, 60) float32: normalised values then presence mask
+    stamps: np.ndarray | None = None  # (3, 63, 63) float32
+    objfeat: np.ndarray | None = None  # (levels, 2 * n_features) float32: values then mask
+    levels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # detections per row
+    y_coarse: int = IGNORE
+    y_fine: int = IGNORE
+
+    def __len__(self) -> int:
+        return len(self.phot)
+
+
+@dataclass
+class Batch:
+    phot: torch.Tensor  # (B, L, 10)
+    t_rel: torch.Tensor  # (B, L)
+    band: torch.Tensor  # (B, L) long
+    pad_mask: torch.Tensor  # (B, L) bool, True = padding
+    meta: torch.Tensor | None = None  # (B, L, 60)
+    stamps: torch.Tensor | None = None  # (B, 3, 63, 63)
+    has_stamp: torch.Tensor | None = None  # (B,) float
+    objfeat: torch.Tensor | None = None  # (B, 2F)
+    y_coarse: torch.Tensor | None = None
+    y_fine: torch.Tensor | None = None
+
+
+def raw_object_features(lc: LightCurve, spec: FeatureSpec, levels: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Un-normalised object features of ``lc`` (and of its first-n views when ``levels``)."""
+    counts = [n for n in FEATURE_LEVELS if n < len(lc)] if levels else []
+    counts.append(len(lc))
+    rows = [object_features(lc.first(n), use_gp=spec.gp_fit) for n in counts]
+    return np.stack(rows).astype(np.float32), np.asarray(counts, dtype=np.int64)
+
+
+def make_example(
+    lc: LightCurve,
+    spec: FeatureSpec,
+    *,
+    raw_objfeat: tuple[np.ndarray, np.ndarray] | None = None,
+    coarse_index: dict[str, int] | None = None,
+    fine_index: dict[str, int] | None = None,
+    coarse_label: str | None = None,
+) -> Example:
+    """Features of one light curve, normalised with the spec's fitted statistics."""
+    phot = photometry_channels(lc)
+    ex = Example(
+        object_id=lc.object_id,
+        phot=phot.astype(np.float32),
+        t_rel=(lc.time - lc.time[0]).astype(np.float32),
+        band=lc.band.astype(np.int64),
+    )
+    if spec.use_metadata and spec.meta_norm is not None:
+        values, mask = spec.meta_norm.transform(metadata_matrix(lc))
+        ex.meta = np.concatenate([values, mask], axis=1).astype(np.float32)
+    if spec.use_images:
+        ex.stamps = stamp_tensor(lc)
+    if spec.use_gp and spec.obj_norm is not None:
+        raw, counts = raw_objfeat if raw_objfeat is not None else raw_object_features(lc, spec, levels=False)
+        values, mask = spec.obj_norm.transform(raw)
+        ex.objfeat, ex.levels = np.concatenate([values, mask], axis=1).astype(np.float32), counts
+    if lc.label and fine_index is not None:
+        ex.y_fine = fine_index.get(lc.label, IGNORE)
+    if coarse_label and coarse_index is not None:
+        ex.y_coarse = coarse_index.get(coarse_label, IGNORE)
+    return ex
+
+
+def collate(examples: list[Example], spec: FeatureSpec, lengths: list[int] | None = None) -> Batch:
+    """Pad a list of examples into a batch; ``lengths`` truncates each to its first n detections.
+
+    Sequences longer than ``spec.max_len`` keep their most recent ``max_len`` detections
+    (time channels still count from the true first detection).
+    """
+    views = []
+    for i, ex in enumerate(examples):
+        n = len(ex) if lengths is None else max(1, min(lengths[i], len(ex)))
+        views.append((max(0, n - spec.max_len), n))
+    B, L = len(examples), max(stop - start for start, stop in views)
+    phot = np.zeros((B, L, examples[0].phot.shape[1]), dtype=np.float32)
+    t_rel = np.zeros((B, L), dtype=np.float32)
+    band = np.zeros((B, L), dtype=np.int64)
+    pad = np.ones((B, L), dtype=bool)
+    meta = np.zeros((B, L, 60), dtype=np.float32) if spec.use_metadata and spec.meta_norm is not None else None
+    for i, (ex, (start, stop)) in enumerate(zip(examples, views, strict=True)):
+        m = stop - start
+        phot[i, :m], t_rel[i, :m], band[i, :m], pad[i, :m] = ex.phot[start:stop], ex.t_rel[start:stop], \
+            ex.band[start:stop], False  # fmt: skip
+        if meta is not None and ex.meta is not None:
+            meta[i, :m] = ex.meta[start:stop]
+    batch = Batch(
+        phot=torch.from_numpy(phot), t_rel=torch.from_numpy(t_rel), band=torch.from_numpy(band),
+        pad_mask=torch.from_numpy(pad), meta=None if meta is None else torch.from_numpy(meta),
+    )  # fmt: skip
+    if spec.use_images:
+        stamps = np.zeros((B, 3, 63, 63), dtype=np.float32)
+        has = np.zeros(B, dtype=np.float32)
+        for i, ex in enumerate(examples):
+            if ex.stamps is not None:
+                stamps[i], has[i] = ex.stamps, 1.0
+        batch.stamps, batch.has_stamp = torch.from_numpy(stamps), torch.from_numpy(has)
+    if spec.use_gp and spec.obj_norm is not None:
+        rows = []
+        for ex, (_, stop) in zip(examples, views, strict=True):
+            reached = np.flatnonzero(ex.levels <= stop)
+            rows.append(ex.objfeat[reached[-1] if len(reached) else 0])
+        batch.objfeat = torch.from_numpy(np.stack(rows))
+    batch.y_coarse = torch.tensor([ex.y_coarse for ex in examples], dtype=torch.long)
+    batch.y_fine = torch.tensor([ex.y_fine for ex in examples], dtype=torch.long)
+    return batch

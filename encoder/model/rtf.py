@@ -1,0 +1,176 @@
+"""The RTF model: a transformer over detections whose CLS vector, plus stamp and
+physics-feature embeddings, passes a bottleneck to become the fingerprint.
+
+Read top to bottom: :class:`ModelConfig` (all choices, as data), then
+:class:`RTFModel` (``embed`` → ``encode`` → heads and decoder → ``loss``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encoder.batching import Batch
+from encoder.model.blocks import Time2Vec, mlp, transformer
+from encoder.model.bottleneck import BOTTLENECKS
+from encoder.model.decoder import DECODERS
+from encoder.model.image import IMAGE_TOWERS
+
+IGNORE = -100  # label index for "class unknown"
+# Fixed affine standardisation of the photometric channels (log dt first, log dt prev,
+# logflux = -0.4 mag around mag 19, logflux_err); the one-hot bands stay as they are.
+PHOT_SHIFT = (2.0, 1.0, -7.6, 0.04, 0, 0, 0, 0, 0, 0)
+PHOT_SCALE = (1.5, 1.0, 0.6, 0.04, 1, 1, 1, 1, 1, 1)
+
+
+@dataclass
+class ModelConfig:
+    phot_channels: int = 10
+    meta_channels: int = 30
+    use_metadata: bool = True
+    use_images: bool = False
+    image_backbone: str = "simple"  # simple | zoobot
+    image_weights: str | None = None  # local Zoobot/timm state dict (zoobot only)
+    freeze_backbone: bool = True
+    use_gp: bool = True
+    gp_dim: int = 0  # number of physics/GP features (values; a mask of equal size is appended)
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 8
+    d_ff: int = 512
+    dropout: float = 0.3
+    max_len: int = 256
+    mode: str = "ae"  # ae | vae | vqvae
+    latent_dim: int = 64
+    free_bits: float = 0.1
+    codebook_size: int = 512
+    decoder: str = "query"  # query | position
+    coarse_classes: list[str] = field(default_factory=list)
+    fine_classes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}")
+        return cls(**d)
+
+    @property
+    def token_channels(self) -> int:
+        return self.phot_channels + (2 * self.meta_channels if self.use_metadata else 0)
+
+
+class RTFModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.register_buffer("phot_shift", torch.tensor(PHOT_SHIFT), persistent=False)
+        self.register_buffer("phot_scale", torch.tensor(PHOT_SCALE), persistent=False)
+        self.token = nn.Linear(cfg.token_channels, d)
+        self.time = Time2Vec(d)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.body = transformer(d, cfg.n_layers, cfg.n_heads, cfg.d_ff, cfg.dropout)
+        self.norm = nn.LayerNorm(d)
+        self.image = (
+            IMAGE_TOWERS[cfg.image_backbone](d, weights=cfg.image_weights, freeze=cfg.freeze_backbone)
+            if cfg.use_images
+            else None
+        )
+        self.gp = mlp(2 * cfg.gp_dim, d, d) if cfg.use_gp and cfg.gp_dim else None
+        self.bottleneck = BOTTLENECKS[cfg.mode](
+            d, cfg.latent_dim, free_bits=cfg.free_bits, codebook_size=cfg.codebook_size
+        )
+        self.decoder = DECODERS[cfg.decoder](cfg.latent_dim, d_model=d, max_len=cfg.max_len)
+        self.coarse_head = mlp(cfg.latent_dim, cfg.latent_dim, len(cfg.coarse_classes)) if cfg.coarse_classes else None
+        self.fine_head = mlp(cfg.latent_dim, cfg.latent_dim, len(cfg.fine_classes)) if cfg.fine_classes else None
+
+    # ---------------------------------------------------------------- encoder
+    def encode(self, b: Batch) -> torch.Tensor:
+        """CLS summary of the detections, plus stamp and physics-feature embeddings → (B, d)."""
+        phot = (b.phot - self.phot_shift) / self.phot_scale
+        x = phot if not self.cfg.use_metadata else torch.cat([phot, b.meta], dim=-1)
+        tokens = self.token(x) + self.time(b.phot[..., 0])
+        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)
+        pad = F.pad(b.pad_mask, (1, 0), value=False)
+        h = self.norm(self.body(tokens, src_key_padding_mask=pad)[:, 0])
+        if self.image is not None and b.stamps is not None:
+            h = h + self.image(b.stamps) * b.has_stamp.unsqueeze(1)
+        if self.gp is not None and b.objfeat is not None:
+            h = h + self.gp(b.objfeat)
+        return h
+
+    def forward(self, b: Batch) -> dict[str, torch.Tensor]:
+        z, fingerprint, aux = self.bottleneck(self.encode(b))
+        out: dict[str, torch.Tensor] = {"z": z, "fingerprint": fingerprint, **aux}
+        if self.coarse_head is not None:
+            out["coarse_logits"] = self.coarse_head(z)
+        if self.fine_head is not None:
+            out["fine_logits"] = self.fine_head(z)
+        return out
+
+    # ---------------------------------------------------------------- decoder
+    def reconstruct(self, z: torch.Tensor, t: torch.Tensor, band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query decoder only: predicted log-flux (-0.4 mag) and its log-sigma at (t, band)."""
+        if self.cfg.decoder != "query":
+            raise ValueError("only the query decoder evaluates a light curve at arbitrary times")
+        return self._query(z, t, band)
+
+    def _query(self, z: torch.Tensor, t: torch.Tensor, band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query decoder in physical units: its outputs are standardised log-flux and log-sigma."""
+        mean, log_sigma = self.decoder(z, t, band)
+        return mean * self.phot_scale[2] + self.phot_shift[2], log_sigma + torch.log(self.phot_scale[2])
+
+    def misfit(self, z: torch.Tensor, b: Batch) -> torch.Tensor:
+        """Per-object reconstruction misfit of the observed points (the seed's anomaly score, improved).
+
+        Query decoder: mean of squared residuals in units of the combined error
+        (measurement ⊕ predicted model uncertainty); position decoder: the seed's MSE.
+        """
+        valid = ~b.pad_mask
+        if self.cfg.decoder == "query":
+            mean, log_sigma = self._query(z, b.t_rel, b.band)
+            var = b.phot[..., 3].pow(2) + torch.exp(2 * log_sigma) + 1e-4
+            chi2 = (b.phot[..., 2] - mean).pow(2) / var
+            return (chi2 * valid).sum(1) / valid.sum(1).clamp(min=1)
+        cont, _ = self.decoder(z, b.phot.shape[1])
+        mse = (cont - self._standard(b)).pow(2).mean(-1)
+        return (mse * valid).sum(1) / valid.sum(1).clamp(min=1)
+
+    def _standard(self, b: Batch) -> torch.Tensor:
+        """The 4 continuous photometric channels, standardised: the position decoder's targets."""
+        return (b.phot[..., :4] - self.phot_shift[:4]) / self.phot_scale[:4]
+
+    # ---------------------------------------------------------------- training objective
+    def loss(self, b: Batch, out: dict[str, torch.Tensor], cls_weight: float = 0.5) -> dict[str, torch.Tensor]:
+        z, valid = out["z"], ~b.pad_mask
+        parts: dict[str, torch.Tensor] = {}
+        if self.cfg.decoder == "query":
+            mean, log_sigma = self._query(z, b.t_rel, b.band)
+            # Gaussian NLL with the measurement error added in quadrature: well-measured points weigh more
+            var = b.phot[..., 3].pow(2) + torch.exp(2 * log_sigma) + 1e-4
+            nll = 0.5 * ((b.phot[..., 2] - mean).pow(2) / var + torch.log(var))
+            parts["recon"] = (nll * valid).sum() / valid.sum()
+            parts["mse"] = (((b.phot[..., 2] - mean).pow(2) * valid).sum() / valid.sum()).detach()
+        else:
+            cont, band_logits = self.decoder(z, b.phot.shape[1])
+            mse = (cont - self._standard(b)).pow(2).mean(-1)
+            ce = F.cross_entropy(band_logits.transpose(1, 2), b.band, reduction="none")
+            parts["recon"] = ((mse + 0.1 * ce) * valid).sum() / valid.sum()
+            parts["mse"] = ((mse * valid).sum() / valid.sum()).detach()
+        for name in ("coarse", "fine"):
+            logits, y = out.get(f"{name}_logits"), getattr(b, f"y_{name}")
+            if logits is not None and y is not None and (y != IGNORE).any():
+                parts[name] = cls_weight * F.cross_entropy(logits, y, ignore_index=IGNORE)
+        for name in ("kl", "vq"):
+            if name in out:
+                parts[name] = out[name] * (0.01 if name == "kl" else 1.0)
+        parts["total"] = sum(v for k, v in parts.items() if k != "mse")
+        return parts

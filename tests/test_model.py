@@ -1,0 +1,186 @@
+"""The model, its checkpoint file and batched inference, on small hand-made light curves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from encoder.anomaly import AnomalyScorer
+from encoder.batching import FeatureSpec, collate, make_example
+from encoder.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from encoder.features import FeatureNormalizer, object_features
+from encoder.features.metadata import MetadataNormalizer, metadata_matrix
+from encoder.inference import Encoder
+from encoder.lightcurve import META_FIELDS, LightCurve
+from encoder.model.rtf import ModelConfig, RTFModel
+from encoder.taxonomy import COARSE_CLASSES, FINE_CLASSES
+
+torch.set_num_threads(1)
+
+
+def bazin_lc(i: int, rng: np.random.Generator, n: int | None = None, label: str = "SNIa") -> LightCurve:
+    n = n or int(rng.integers(4, 40))
+    t = 2459000.0 + np.sort(rng.uniform(0, 80, n))
+    band = rng.choice(["g", "r"], n)
+    t0, rise, fall = 2459020.0, rng.uniform(2, 6), rng.uniform(15, 40)
+    flux = np.exp(-(t - t0) / fall) / (1 + np.exp(-(t - t0) / rise))
+    mag = 18.5 - 2.5 * np.log10(flux + 1e-3) + (band == "g") * 0.2
+    meta = np.full((n, len(META_FIELDS)), np.nan, dtype=np.float32)
+    meta[:, META_FIELDS.index("rb")] = rng.uniform(0.5, 1, n)
+    return LightCurve.build(f"obj{i}", "ztf", t, band, mag=np.clip(mag, 12, 23), mag_err=np.full(n, 0.05),
+                            meta=meta, label=label)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lcs() -> list[LightCurve]:
+    rng = np.random.default_rng(0)
+    labels = ["SNIa", "SNII", "CV", "AGN", "TDE"]
+    return [bazin_lc(i, rng, label=labels[i % 5]) for i in range(24)]
+
+
+def make_spec(lcs: list[LightCurve], *, use_gp: bool = True, use_images: bool = False) -> FeatureSpec:
+    spec = FeatureSpec(max_len=32, use_metadata=True, use_images=use_images, use_gp=use_gp, gp_fit=False)
+    spec.meta_norm = MetadataNormalizer.fit(metadata_matrix(lc) for lc in lcs)
+    if use_gp:
+        spec.obj_norm = FeatureNormalizer.fit(np.stack([object_features(lc, use_gp=False) for lc in lcs]))
+    return spec
+
+
+def small_config(spec: FeatureSpec, **kw: object) -> ModelConfig:
+    from encoder.features import OBJECT_FEATURE_NAMES
+
+    base = dict(d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.0, max_len=spec.max_len, latent_dim=8,
+                use_metadata=True, use_gp=spec.use_gp, gp_dim=len(OBJECT_FEATURE_NAMES),
+                coarse_classes=list(COARSE_CLASSES), fine_classes=list(FINE_CLASSES))  # fmt: skip
+    return ModelConfig(**(base | kw))
+
+
+@pytest.mark.parametrize("mode", ["ae", "vae", "vqvae"])
+@pytest.mark.parametrize("decoder", ["query", "position"])
+def test_every_bottleneck_and_decoder_trains(lcs, mode, decoder):
+    spec = make_spec(lcs)
+    model = RTFModel(small_config(spec, mode=mode, decoder=decoder))
+    examples = [make_example(lc, spec, fine_index={c: i for i, c in enumerate(FINE_CLASSES)}) for lc in lcs]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        b = collate(examples, spec)
+        parts = model.loss(b, model(b))
+        opt.zero_grad()
+        parts["total"].backward()
+        opt.step()
+        losses.append(float(parts["mse"]))
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
+    out = model.eval()(collate(examples, spec))
+    assert out["fingerprint"].shape == (len(lcs), 8)
+    assert out["fine_logits"].shape == (len(lcs), len(FINE_CLASSES))
+
+
+def test_truncated_view_is_a_prefix(lcs):
+    spec = make_spec(lcs, use_gp=False)
+    lc = next(lc for lc in lcs if 5 < len(lc) <= spec.max_len)
+    ex = make_example(lc, spec)
+    b = collate([ex, ex], spec, lengths=[3, len(ex)])
+    assert (~b.pad_mask[0]).sum() == 3
+    assert torch.equal(b.phot[0, :3], b.phot[1, :3])
+    # a truncated view is what the light curve looked like at its 3rd detection
+    alone = collate([make_example(lc.first(3), spec)], spec)
+    assert torch.allclose(alone.phot[0], b.phot[0, :3])
+
+
+def test_long_light_curves_keep_their_most_recent_detections(lcs):
+    spec = make_spec(lcs, use_gp=False)
+    rng = np.random.default_rng(1)
+    lc = bazin_lc(99, rng, n=60)
+    b = collate([make_example(lc, spec)], spec)
+    assert b.phot.shape[1] == spec.max_len
+    assert torch.allclose(b.t_rel[0, -1], torch.tensor(lc.time[-1] - lc.time[0], dtype=torch.float32))
+
+
+def test_images_simple_and_zoobot_towers(lcs, tmp_path):
+    pytest.importorskip("timm")
+    spec = make_spec(lcs, use_gp=False)
+    cfg = small_config(spec, use_images=True, image_backbone="zoobot", use_gp=False, gp_dim=0)
+    model = RTFModel(cfg)
+    weights = tmp_path / "zoobot.pt"
+    torch.save(model.image.backbone.state_dict(), weights)
+    cfg2 = small_config(spec, use_images=True, image_backbone="zoobot", image_weights=str(weights), use_gp=False)
+    model2 = RTFModel(cfg2)
+    for (k, v), v2 in zip(model.image.backbone.state_dict().items(), model2.image.backbone.state_dict().values(),
+                          strict=True):  # fmt: skip
+        assert torch.equal(v, v2), k
+    assert not any(p.requires_grad for p in model2.image.backbone.parameters())
+    stamps = torch.randn(2, 3, 63, 63)
+    assert model2.image(stamps).shape == (2, 32)
+    bad = tmp_path / "bad.pt"
+    torch.save({"x": torch.zeros(3)}, bad)
+    with pytest.raises(ValueError, match="ConvNeXt-pico"):
+        RTFModel(small_config(spec, use_images=True, image_backbone="zoobot", image_weights=str(bad)))
+
+
+def test_checkpoint_round_trip_and_errors(lcs, tmp_path):
+    spec = make_spec(lcs)
+    model = RTFModel(small_config(spec)).eval()
+    path = tmp_path / "m.pt"
+    version = save_checkpoint(path, model, spec, AnomalyScorer.unfitted(None), summary={"n_train": 24})
+    loaded = load_checkpoint(path)
+    assert loaded.version == version and loaded.summary["n_train"] == 24
+    a = Encoder(loaded).encode(lcs).vectors
+    with torch.inference_mode():
+        b = model(collate([make_example(lc, spec) for lc in lcs], spec))["fingerprint"].numpy()
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(corrupt)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="format 99"):
+        load_checkpoint(tmp_path / "future.pt")
+    payload["format_version"] = 1
+    payload["config"]["d_model"] = 48
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="incompatible"):
+        load_checkpoint(tmp_path / "mismatch.pt")
+
+
+def test_bucketed_batches_return_results_in_input_order(lcs, tmp_path):
+    spec = make_spec(lcs)
+    model = RTFModel(small_config(spec)).eval()
+    enc = Encoder(load_checkpoint_from(model, spec, tmp_path), batch_size=5)
+    together = enc.encode(lcs)
+    assert together.object_ids == [lc.object_id for lc in lcs]
+    one = np.stack([enc.encode([lc]).vectors[0] for lc in lcs])
+    np.testing.assert_allclose(together.vectors, one, atol=1e-4)
+    assert np.allclose(together.coarse_probs.sum(1), 1, atol=1e-5)
+    assert (together.misfit >= 0).all() and ((together.anomaly >= 0) & (together.anomaly <= 1)).all()
+
+
+def test_bf16_fingerprints_stay_close_to_fp32(lcs, tmp_path):
+    spec = make_spec(lcs)
+    model = RTFModel(small_config(spec)).eval()
+    ckpt = load_checkpoint_from(model, spec, tmp_path)
+    a = Encoder(ckpt).encode(lcs).vectors
+    b = Encoder(ckpt, precision="bf16").encode(lcs).vectors
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99
+
+
+def test_reconstruct_returns_a_curve_per_band(lcs, tmp_path):
+    spec = make_spec(lcs)
+    ckpt = load_checkpoint_from(RTFModel(small_config(spec)).eval(), spec, tmp_path)
+    mag, sigma = Encoder(ckpt).reconstruct(lcs[0], np.linspace(-10, 100, 50), ["g", "r"])
+    assert mag.shape == sigma.shape == (2, 50)
+    assert np.isfinite(mag).all() and (sigma > 0).all()
+
+
+def load_checkpoint_from(model: RTFModel, spec: FeatureSpec, tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, model, spec, AnomalyScorer.unfitted(None))
+    return load_checkpoint(path)
