@@ -18,7 +18,7 @@ import platform
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -71,6 +71,7 @@ class TrainConfig:
     workers: int = 2
     threads: int = 2
     val_fraction: float = 0.15
+    unlabelled: list[str] | None = None  # sources whose objects' labels are hidden from training
 
 
 # ---------------------------------------------------------------------------- data preparation
@@ -163,7 +164,11 @@ def train(tc: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
-    lcs = [lc for lc in load_sources(tc.data, with_stamps=tc.use_images) if len(lc) >= 1]
+    lcs = load_sources(tc.data, with_stamps=tc.use_images)
+    if tc.unlabelled:
+        hidden = {lc.object_id for src in tc.unlabelled for lc in load_sources([src])}
+        lcs = [replace(lc, label=None) if lc.object_id in hidden else lc for lc in lcs]
+        print(f"labels hidden for {len(hidden)} objects of {tc.unlabelled}", file=sys.stderr)
     train_lcs = [lc for lc in lcs if split_of(lc.object_id, tc.val_fraction) == "train"]
     val_lcs = [lc for lc in lcs if split_of(lc.object_id, tc.val_fraction) == "val"]
     print(f"{len(lcs)} light curves: {len(train_lcs)} train, {len(val_lcs)} val", file=sys.stderr)
@@ -285,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-ff", type=int, default=512)
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--max-len", type=int, default=256, help="most recent detections the encoder reads")
+    p.add_argument("--unlabelled", nargs="*", help="sources whose labels training must not see (held out for evaluation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -302,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
             cls_weight=a.cls_weight, num_classes=a.num_classes, random_truncate=a.random_truncate,
             min_detections=a.min_detections, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
             decoder=a.decoder, d_model=a.d_model, n_layers=a.n_layers, n_heads=a.n_heads, d_ff=a.d_ff,
-            dropout=a.dropout, max_len=a.max_len, seed=a.seed, workers=a.workers, threads=a.threads,
+            dropout=a.dropout, max_len=a.max_len, seed=a.seed, unlabelled=a.unlabelled, workers=a.workers, threads=a.threads,
         ))  # fmt: skip
 
 

@@ -18,8 +18,9 @@ N_BANDS = 6
 
 
 class QueryDecoder(nn.Module):
-    def __init__(self, latent_dim: int, hidden: int = 256, n_hidden: int = 3, **_: object):
+    def __init__(self, latent_dim: int, d_model: int = 128, n_hidden: int = 3, **_: object):
         super().__init__()
+        hidden = 2 * d_model
         self.time = FourierTime()
         self.band = nn.Embedding(N_BANDS, 16)
         self.context = nn.Linear(latent_dim, hidden)

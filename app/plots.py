@@ -1,0 +1,66 @@
+"""PNG plots: a light curve, the curve its fingerprint decodes to, and its nearest neighbours."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from encoder.lightcurve import BANDS, LightCurve  # noqa: E402
+
+BAND_COLOURS = {"u": "#7b2cbf", "g": "#2a9d8f", "r": "#e63946", "i": "#f4a261", "z": "#6d597a", "y": "#343a40"}
+
+
+def _draw_lightcurve(ax, lc: LightCurve, t0: float, *, small: bool = False) -> None:
+    mag, err = lc.mag, lc.mag_err
+    for b in np.unique(lc.band):
+        name = BANDS[b]
+        sel = (lc.band == b) & np.isfinite(mag)
+        ax.errorbar(lc.time[sel] - t0, mag[sel], yerr=err[sel], fmt="o", ms=3 if small else 4, lw=0.8,
+                    color=BAND_COLOURS[name], label=None if small else f"{name} detections")  # fmt: skip
+        ul = lc.ul_band == b
+        if ul.any() and not small:
+            ax.scatter(lc.ul_time[ul] - t0, lc.ul_mag[ul], marker="v", s=14, color=BAND_COLOURS[name], alpha=0.4)
+
+
+def render_plot(lc: LightCurve, reconstruction: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None,
+                neighbours: list[tuple[LightCurve, float]], title: str) -> bytes:  # fmt: skip
+    """PNG bytes. ``reconstruction`` = (t_rel grid, mag (bands, T), sigma (bands, T), band names)."""
+    n_nb = min(len(neighbours), 3)
+    fig = plt.figure(figsize=(11, 4.2), dpi=100)
+    grid = fig.add_gridspec(max(n_nb, 1), 2, width_ratios=[2.2, 1], hspace=0.45, wspace=0.18)
+    ax = fig.add_subplot(grid[:, 0])
+    t0 = lc.time[0]
+    if reconstruction is not None:
+        t, mag, sigma, bands = reconstruction
+        for j, name in enumerate(bands):
+            c = BAND_COLOURS[name]
+            ax.plot(t, mag[j], color=c, lw=1.5, label=f"{name} decoded from fingerprint")
+            ax.fill_between(t, mag[j] - sigma[j], mag[j] + sigma[j], color=c, alpha=0.12, lw=0)
+    _draw_lightcurve(ax, lc, t0)
+    ax.invert_yaxis()
+    ax.set_xlabel("days since first detection")
+    ax.set_ylabel("magnitude (AB)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    finite = lc.mag[np.isfinite(lc.mag)]
+    if len(finite):
+        ax.set_ylim(finite.max() + 1.0, finite.min() - 1.0)
+    for i, (nb, sim) in enumerate(neighbours[:n_nb]):
+        a = fig.add_subplot(grid[i, 1])
+        _draw_lightcurve(a, nb, nb.time[0], small=True)
+        a.invert_yaxis()
+        a.set_title(f"{nb.object_id}  cos={sim:.3f}", fontsize=8)
+        a.tick_params(labelsize=7)
+    if not neighbours:
+        a = fig.add_subplot(grid[0, 1])
+        a.text(0.5, 0.5, "no neighbours in the catalogue", ha="center", va="center", fontsize=9)
+        a.axis("off")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,136 @@
+"""Typed request and response bodies of the HTTP API (the light-curve form is
+:class:`encoder.jsonform.LightCurveIn`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from encoder.jsonform import _EXAMPLE, LightCurveIn
+
+MAX_BATCH = 1000
+
+
+class LightCurveBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"lightcurves": [_EXAMPLE]}]})
+    lightcurves: list[LightCurveIn] = Field(..., min_length=1, max_length=MAX_BATCH)
+
+
+class Fingerprint(BaseModel):
+    object_id: str
+    vector: list[float]
+
+
+class FingerprintsResponse(BaseModel):
+    model: str = Field(..., description="model version that made the fingerprints")
+    dim: int
+    fingerprints: list[Fingerprint]
+
+
+class IngestedObject(BaseModel):
+    object_id: str
+    new_alerts: int = Field(..., description="detections stored by this request")
+    duplicate_alerts: int = Field(..., description="detections already stored (ignored)")
+    n_detections: int
+    label: str | None
+    anomaly_score: float | None
+
+
+class IngestResponse(BaseModel):
+    model: str
+    new_alerts: int
+    duplicate_alerts: int
+    objects: list[IngestedObject]
+
+
+class ObjectSummary(BaseModel):
+    object_id: str
+    survey: str | None
+    ra: float | None
+    dec: float | None
+    first_jd: float | None
+    last_jd: float | None
+    n_detections: int
+    label: str | None = Field(None, description="predicted coarse class")
+    probabilities: dict[str, float] = Field(default_factory=dict)
+    anomaly_score: float | None
+    known_label: str | None = Field(None, description="class given at ingest, if any")
+
+
+class ObjectDetail(ObjectSummary):
+    lightcurve: LightCurveIn
+
+
+class Neighbor(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    object_id: str
+    similarity: float = Field(..., description="cosine similarity of the fingerprints")
+    class_: str | None = Field(None, alias="class", description="predicted coarse class")
+    anomaly_score: float | None = None
+    n_detections: int | None = None
+
+
+class NeighborsResponse(BaseModel):
+    object_id: str | None
+    model: str
+    neighbors: list[Neighbor]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"lightcurve": _EXAMPLE, "k": 5}, {"vector": [0.1] * 8, "k": 5}]},
+    )
+    lightcurve: LightCurveIn | None = Field(None, description="search by a light curve ...")
+    vector: list[float] | None = Field(None, description="... or by a fingerprint (the model's dim)", max_length=4096)
+    k: int = Field(10, ge=1, le=1000)
+    classes: list[str] | None = Field(None, max_length=32, description="only these predicted classes")
+    anomaly_min: float | None = None
+    anomaly_max: float | None = None
+    since: float | None = Field(None, description="last detection at or after this JD")
+    min_detections: int | None = Field(None, ge=0)
+
+
+class Prediction(BaseModel):
+    object_id: str
+    label: str | None
+    probabilities: dict[str, float]
+    fine_label: str | None = None
+    fine_probabilities: dict[str, float] = Field(default_factory=dict)
+    anomaly_score: float
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    predictions: list[Prediction]
+
+
+class AnomalyItem(BaseModel):
+    object_id: str
+    score: float
+    label: str | None
+    n_detections: int
+    last_jd: float | None
+
+
+class AnomaliesResponse(BaseModel):
+    items: list[AnomalyItem]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null at the end")
+
+
+class ModelOut(BaseModel):
+    version: str
+    dim: int
+    active: bool
+    coarse_classes: list[str]
+    fine_classes: list[str]
+    metrics: dict | None = None
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelOut]
+
+
+class Problem(BaseModel):
+    """Error body: what was wrong and where."""
+
+    detail: str | list

@@ -1,0 +1,35 @@
+"""Service settings, from environment variables prefixed ``RTF_`` (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RTF_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(f"sqlite:///{ROOT / 'var' / 'rtf.db'}", description="SQLAlchemy URL")
+    index_dir: Path = Field(ROOT / "var" / "index", description="where the FAISS index file lives")
+    checkpoint: Path | None = Field(None, description="model checkpoint; default: the bundled one")
+    demo: bool = Field(False, description="seed a demo catalogue into an empty database on start")
+    demo_size: int = Field(3000, ge=0, le=200_000)
+    demo_seed: int = 2026
+    api_key: SecretStr | None = Field(None, description="when set, write endpoints need it in X-API-Key")
+    index_kind: str = Field("auto", description="auto | flat | hnsw | ivf_sq8")
+    threads: int = Field(2, ge=1, le=256, description="torch and FAISS threads")
+    max_body_bytes: int = Field(16 * 1024 * 1024, description="request bodies larger than this get 413")
+    max_batch: int = Field(1000, description="light curves per request")
+    max_k: int = Field(1000, description="largest k for neighbour queries")
+    max_page: int = Field(500, description="largest page size for anomaly listings")
+    index_save_every: int = Field(2000, description="persist the index after this many upserts")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
