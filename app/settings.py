@@ -18,8 +18,7 @@ class Settings(BaseSettings):
     index_dir: Path = Field(ROOT / "var" / "index", description="where the FAISS index file lives")
     checkpoint: Path | None = Field(None, description="model checkpoint; default: the bundled one")
     demo: bool = Field(False, description="seed a demo catalogue into an empty database on start")
-    demo_size: int = Field(3000, ge=0, le=200_000)
-    demo_seed: int = 2026
+    demo_file: Path = Field(ROOT / "var" / "demo.parquet", description="light curves the demo catalogue ingests")
     api_key: SecretStr | None = Field(None, description="when set, write endpoints need it in X-API-Key")
     index_kind: str = Field("auto", description="auto | flat | hnsw | ivf_sq8")
     threads: int = Field(2, ge=1, le=256, description="torch and FAISS threads")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def save_checkpoint(path: str | Path, ckpt_model: RTFModel, spec: FeatureSpec, s
     payload = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "version": version,
         "config": ckpt_model.cfg.to_dict(), "state_dict": state, "feature_spec": spec.to_dict(),
-        "anomaly": anomaly, "summary": summary or {}, "metrics": metrics or {},
+        "anomaly": anomaly, "summary": _plain(summary or {}), "metrics": _plain(metrics or {}),
     }  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +67,11 @@ def save_checkpoint(path: str | Path, ckpt_model: RTFModel, spec: FeatureSpec, s
     tmp.write_bytes(buf.getvalue())
     tmp.replace(path)
     return version
+
+
+def _plain(d: dict) -> dict:
+    """JSON-plain copy (numpy scalars, versions, paths become numbers or strings): safe to load."""
+    return json.loads(json.dumps(d, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 def load_checkpoint(path: str | Path | None = None) -> Checkpoint:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,8 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """URL of a fresh PostgreSQL database, dropped afterwards; skips when no server answers."""
+@contextmanager
+def _postgres_database() -> Iterator[str]:
     sqlalchemy = pytest.importorskip("sqlalchemy")
     admin = sqlalchemy.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"rtf_test_{uuid.uuid4().hex[:12]}"
@@ -40,3 +40,55 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database, dropped afterwards; skips when no server answers."""
+    with _postgres_database() as url:
+        yield url
+
+
+# ---------------------------------------------------------------------------- the service
+@pytest.fixture(scope="session")
+def demo_file(tmp_path_factory) -> Path:
+    """A small synthetic demo catalogue (RTF light-curve parquet), made once per session."""
+    from training.synthetic import SurveyConfig, generate_survey, write_parquet
+
+    path = tmp_path_factory.mktemp("demo") / "demo.parquet"
+    write_parquet(generate_survey(SurveyConfig(survey="ztf", n_objects=240, seed=11, min_detections=3)), path)
+    return path
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database_url(request, tmp_path_factory) -> Iterator[str]:
+    """The same API tests run on SQLite and on PostgreSQL (skipped when no server answers)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'rtf.db'}"
+    else:
+        with _postgres_database() as url:
+            yield url
+
+
+@pytest.fixture(scope="module")
+def make_settings(tmp_path_factory, demo_file):
+    from app.settings import Settings
+
+    def make(database_url: str, **kw) -> Settings:
+        base = dict(database_url=database_url, index_dir=tmp_path_factory.mktemp("index"), demo=True,
+                    demo_file=demo_file, threads=1, index_save_every=100)  # fmt: skip
+        return Settings(**(base | kw))
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def client(make_settings, database_url):
+    """A TestClient over the real app with the bundled checkpoint and a seeded demo catalogue
+    (one per test module and database; tests must tolerate each other's ingests)."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(make_settings(database_url))) as c:
+        yield c

@@ -66,9 +66,7 @@ def _read_parquet(path: Path, with_stamps: bool) -> list[LightCurve]:
         return readers.read_ztf_alerts_parquet(path, cutouts if with_stamps and cutouts.exists() else None)
     if "candidate" in columns:
         return readers.read_fink_parquet(path)
-    from training.synthetic import read_parquet
-
-    return read_parquet(path)
+    return readers.read_lightcurves_parquet(path)
 
 
 def load_sources(sources: list[str], *, with_stamps: bool = False) -> list[LightCurve]:

@@ -23,12 +23,15 @@ from ._common import (
     merge_by_object,
     with_context,
 )
+from .lightcurve_parquet import read_lightcurves_parquet, write_lightcurves_parquet
 from .lsst_avro import iter_lsst_alerts, lsst_packet_to_lightcurve, read_lsst_avro, write_lsst_avro
 from .parquet import read_alerce_parquet, read_bts_coarse, read_bts_parquet, read_fink_parquet, read_ztf_alerts_parquet
 from .plasticc import lightcurve_from_flux_table, read_plasticc_parquet
 from .ztf_avro import iter_ztf_alerts, read_ztf_avro, write_ztf_avro, ztf_packet_to_lightcurve
 
 __all__ = [
+    "read_lightcurves_parquet",
+    "write_lightcurves_parquet",
     "FLUXCAL_TO_NJY",
     "AlertFormatError",
     "clean_stamp",

@@ -1,0 +1,292 @@
+"""The catalogue: where the encoder (fingerprints, classes, anomaly scores) meets the SQL
+store (the truth) and the FAISS index (a cache of the SQL fingerprints for fast search).
+
+Ingest is read-merge-encode-write: the stored history of each posted object is merged
+with the new detections, the whole light curve is re-encoded, and alerts, object row and
+fingerprint are written in one SQL transaction before the index is updated. The index is
+persisted every ``index_save_every`` upserts and on shutdown; after a crash it is stale
+and rebuilt from SQL on start, so an acknowledged alert is never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.settings import Settings
+from encoder.checkpoint import DEFAULT_CHECKPOINT
+from encoder.inference import Encoded, Encoder
+from encoder.lightcurve import BANDS, META_FIELDS, META_INDEX, LightCurve, clean_meta_value
+from indexing.persistence import save_index
+from indexing.store import AlertRow, ObjectState, Store, UpperLimitRow
+from indexing.sync import LoadReport, load_or_rebuild
+from indexing.vector_index import IndexConfig, Neighbor, VectorIndex, configure_faiss
+
+log = logging.getLogger("rtf.catalog")
+
+
+class UnknownObject(KeyError):
+    """No such object in the catalogue."""
+
+
+@dataclass
+class Filters:
+    classes: list[str] | None = None
+    anomaly_min: float | None = None
+    anomaly_max: float | None = None
+    since: float | None = None
+    min_detections: int | None = None
+
+    def as_kwargs(self) -> dict:
+        return {"classes": self.classes, "anomaly_min": self.anomaly_min, "anomaly_max": self.anomaly_max,
+                "last_jd_min": self.since, "min_detections": self.min_detections}  # fmt: skip
+
+
+@dataclass
+class IngestedObjectResult:
+    object_id: str
+    new_alerts: int
+    duplicate_alerts: int
+    n_detections: int
+    label: str | None
+    anomaly_score: float
+
+
+def alert_key(object_id: str, jd: float, band: str) -> str:
+    """Unique key of a detection: the same (object, time, band) posted twice is one alert."""
+    return f"{object_id}:{jd:.6f}:{band}"
+
+
+class Catalog:
+    def __init__(self, settings: Settings, encoder: Encoder, store: Store, index: VectorIndex, report: LoadReport):
+        self.settings = settings
+        self.encoder = encoder
+        self.store = store
+        self.index = index
+        self.load_report = report
+        self._ingest_lock = threading.Lock()
+        self._unsaved = 0
+
+    # ---------------------------------------------------------------- lifecycle
+    @classmethod
+    def open(cls, settings: Settings) -> Catalog:
+        ckpt_path = Path(settings.checkpoint) if settings.checkpoint else DEFAULT_CHECKPOINT
+        encoder = Encoder.load(ckpt_path, threads=settings.threads)
+        store = Store(settings.database_url)
+        store.migrate()
+        store.register_model(
+            encoder.version, path=str(ckpt_path), sha256=_sha256(ckpt_path), dim=encoder.dim,
+            class_names=encoder.coarse_classes, metrics=encoder.ckpt.metrics.get("val"), active=True,
+        )  # fmt: skip
+        config = IndexConfig(kind=settings.index_kind, omp_threads=settings.threads)
+        configure_faiss(config)
+        index, report = load_or_rebuild(store, settings.index_dir, encoder.version, dim=encoder.dim, config=config)
+        log.info("index %s: %d objects (%s)", encoder.version, report.count, report.reason or "loaded")
+        return cls(settings, encoder, store, index, report)
+
+    def close(self) -> None:
+        self.save_index()
+        self.store.close()
+
+    def save_index(self) -> None:
+        with self._ingest_lock:
+            save_index(self.index, self.settings.index_dir, model_version=self.version,
+                       sql_marker=self.store.state_marker(self.version))  # fmt: skip
+            self._unsaved = 0
+
+    @property
+    def version(self) -> str:
+        return self.encoder.version
+
+    # ---------------------------------------------------------------- encoding
+    def encode(self, lcs: list[LightCurve]) -> Encoded:
+        return self.encoder.encode(lcs)
+
+    def probabilities(self, enc: Encoded, i: int) -> tuple[dict[str, float], dict[str, float]]:
+        coarse = (
+            {} if enc.coarse_probs is None else dict(zip(self.encoder.coarse_classes, map(float, enc.coarse_probs[i])))
+        )
+        fine = {} if enc.fine_probs is None else dict(zip(self.encoder.fine_classes, map(float, enc.fine_probs[i])))
+        return coarse, fine
+
+    # ---------------------------------------------------------------- ingest
+    def ingest(self, lcs: list[LightCurve]) -> list[IngestedObjectResult]:
+        """Store alerts, re-encode each touched object on its whole history, update the index."""
+        posted: dict[str, LightCurve] = {}
+        for lc in lcs:
+            posted[lc.object_id] = posted[lc.object_id].merge(lc) if lc.object_id in posted else lc
+        with self._ingest_lock:
+            keys = {oid: [alert_key(oid, t, BANDS[b]) for t, b in zip(lc.time, lc.band, strict=True)]
+                    for oid, lc in posted.items()}  # fmt: skip
+            new_keys = self.store.new_alert_keys(k for ks in keys.values() for k in ks)
+            merged = []
+            for oid, lc in posted.items():
+                stored = self.lightcurve(oid, missing_ok=True)
+                merged.append(lc if stored is None else stored.merge(lc))
+            enc = self.encode(merged)
+            objects, alerts, limits, fps = [], [], [], {}
+            for i, lc in enumerate(merged):
+                coarse, _ = self.probabilities(enc, i)
+                objects.append(ObjectState(
+                    object_id=lc.object_id, survey=lc.survey, ra=lc.ra, dec=lc.dec, label=_argmax(coarse),
+                    probabilities=coarse, anomaly_score=float(enc.anomaly[i]), known_label=lc.label,
+                ))  # fmt: skip
+                fps[lc.object_id] = enc.vectors[i]
+                alerts += _alert_rows(posted[lc.object_id], keys[lc.object_id])
+                limits += _limit_rows(posted[lc.object_id])
+            self.store.ingest(objects, alerts, fps, self.version, limits)
+            self.index.upsert(
+                [lc.object_id for lc in merged], enc.vectors, labels=[o.label for o in objects],
+                anomaly_scores=enc.anomaly.tolist(), last_jd=[float(lc.time[-1]) for lc in merged],
+                n_detections=[len(lc) for lc in merged],
+            )  # fmt: skip
+            self._unsaved += len(merged)
+            if self._unsaved >= self.settings.index_save_every:
+                save_index(self.index, self.settings.index_dir, model_version=self.version,
+                           sql_marker=self.store.state_marker(self.version))  # fmt: skip
+                self._unsaved = 0
+        out = []
+        for i, lc in enumerate(merged):
+            n_new = sum(k in new_keys for k in keys[lc.object_id])
+            out.append(IngestedObjectResult(lc.object_id, n_new, len(keys[lc.object_id]) - n_new, len(lc),
+                                            objects[i].label, float(enc.anomaly[i])))  # fmt: skip
+        return out
+
+    # ---------------------------------------------------------------- reads
+    def get_object(self, object_id: str) -> tuple[ObjectState, LightCurve]:
+        state = self.store.get_object(object_id)
+        if state is None:
+            raise UnknownObject(object_id)
+        return state, self.lightcurve(object_id)
+
+    def lightcurve(self, object_id: str, *, missing_ok: bool = False) -> LightCurve | None:
+        """The stored light curve of an object (all its alerts and upper limits)."""
+        alerts = self.store.get_alerts(object_id)
+        if not alerts:
+            if missing_ok:
+                return None
+            raise UnknownObject(object_id)
+        state = self.store.get_object(object_id)
+        limits = self.store.get_upper_limits(object_id)
+        meta = None
+        if any(a.meta for a in alerts):
+            meta = np.full((len(alerts), len(META_FIELDS)), np.nan, dtype=np.float32)
+            for i, a in enumerate(alerts):
+                for k, v in (a.meta or {}).items():
+                    if k in META_INDEX:
+                        meta[i, META_INDEX[k]] = clean_meta_value(v)
+        ul = [u for u in limits if u.mag is not None]
+        return LightCurve.build(
+            object_id, (state.survey if state and state.survey else "ztf"),
+            np.array([a.jd for a in alerts]), np.array([a.band for a in alerts]),
+            flux=np.array([a.flux for a in alerts]), flux_err=np.array([a.flux_err for a in alerts]), meta=meta,
+            ul_time=np.array([u.jd for u in ul]), ul_band=np.array([u.band for u in ul]),
+            ul_mag=np.array([u.mag for u in ul]), ra=state.ra if state else None, dec=state.dec if state else None,
+            label=state.known_label if state else None,
+        )  # fmt: skip
+
+    def vector_of(self, object_id: str) -> np.ndarray:
+        v = self.index.get_vector(object_id)
+        if v is None:
+            v = self.store.get_fingerprint(object_id, self.version)
+        if v is None:
+            raise UnknownObject(object_id)
+        return v
+
+    def search(self, vector: np.ndarray, k: int, filters: Filters, exclude: tuple[str, ...] = ()) -> list[dict]:
+        hits: list[Neighbor] = self.index.search(vector, k, exclude_ids=exclude, **filters.as_kwargs())
+        out = []
+        for h in hits:
+            attrs = self.index.get_attributes(h.object_id) or {}
+            out.append({"object_id": h.object_id, "similarity": round(float(h.score), 6), "class": attrs.get("label"),
+                        "anomaly_score": _finite(attrs.get("anomaly_score")),
+                        "n_detections": attrs.get("n_detections")})  # fmt: skip
+        return out
+
+    def neighbors(self, object_id: str, k: int, filters: Filters) -> list[dict]:
+        return self.search(self.vector_of(object_id), k, filters, exclude=(object_id,))
+
+    def anomalies(self, limit: int, cursor: str | None, label: str | None, since: float | None):
+        return self.store.anomalies(limit=limit, cursor=cursor, label=label, since_jd=since, model_version=self.version)
+
+    def plot(self, object_id: str) -> bytes:
+        from app.plots import render_plot
+
+        state, lc = self.get_object(object_id)
+        recon = None
+        if self.encoder.model.cfg.decoder == "query":
+            bands = [BANDS[b] for b in np.unique(lc.band)]
+            t = np.linspace(-10, max(lc.duration, 1.0) + 20, 200)
+            mag, sigma = self.encoder.reconstruct(lc, t, bands)
+            recon = (t, mag, sigma, bands)
+        nbs = []
+        for nb in self.neighbors(object_id, 3, Filters()):
+            nb_lc = self.lightcurve(nb["object_id"], missing_ok=True)
+            if nb_lc is not None:
+                nbs.append((nb_lc, nb["similarity"]))
+        title = f"{object_id}  predicted {state.label or '?'}  anomaly {state.anomaly_score or 0:.2f}"
+        return render_plot(lc, recon, nbs, title)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _argmax(probs: dict[str, float]) -> str | None:
+    return max(probs, key=probs.__getitem__) if probs else None
+
+
+def _finite(x: object) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and np.isfinite(x) else None
+
+
+def _alert_rows(lc: LightCurve, keys: list[str]) -> list[AlertRow]:
+    mag, mag_err = lc.mag, lc.mag_err
+    rows = []
+    for i, key in enumerate(keys):
+        meta = None
+        if lc.meta is not None:
+            meta = {f: float(v) for f, v in zip(META_FIELDS, lc.meta[i], strict=True) if np.isfinite(v)} or None
+        rows.append(AlertRow(
+            alert_key=key, object_id=lc.object_id, jd=float(lc.time[i]), band=BANDS[lc.band[i]],
+            mag=_finite(mag[i]), mag_err=_finite(mag_err[i]), flux=float(lc.flux[i]), flux_err=float(lc.flux_err[i]),
+            meta=meta,
+        ))  # fmt: skip
+    return rows
+
+
+def _limit_rows(lc: LightCurve) -> list[UpperLimitRow]:
+    return [UpperLimitRow(lc.object_id, float(t), BANDS[b], float(m))
+            for t, b, m in zip(lc.ul_time, lc.ul_band, lc.ul_mag, strict=True)]  # fmt: skip
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+DEMO_COMMAND = "rtf-synth --survey ztf --n 3000 --seed 2026 --min-detections 3 --out {path}"
+
+
+def seed_demo(catalog: Catalog, path: Path, batch: int = 250) -> int:
+    """Ingest the demo catalogue (RTF light-curve parquet, e.g. a synthetic survey) with a progress bar."""
+    from tqdm import tqdm
+
+    from encoder.readers import read_lightcurves_parquet
+
+    if not path.is_file():
+        log.warning("no demo catalogue at %s; make one with: %s", path, DEMO_COMMAND.format(path=path))
+        return 0
+    t0 = time.perf_counter()
+    lcs = read_lightcurves_parquet(path)
+    for start in tqdm(range(0, len(lcs), batch), desc="demo catalogue", unit="batch"):
+        catalog.ingest(lcs[start : start + batch])
+    catalog.save_index()
+    log.info("demo catalogue: %d objects in %.1f s", len(lcs), time.perf_counter() - t0)
+    return len(lcs)

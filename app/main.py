@@ -1,0 +1,153 @@
+"""The RTF service: ``uvicorn app.main:app``. Settings come from ``RTF_*`` variables
+(see :mod:`app.settings`); ``create_app(settings)`` builds an app for tests."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.catalog import Catalog, seed_demo
+from app.routers import alerts, anomalies, encode, objects, service
+from app.schemas import MAX_BATCH, LightCurveBatch
+from app.settings import Settings, get_settings
+from encoder.checkpoint import CheckpointError
+
+log = logging.getLogger("rtf")
+
+DESCRIPTION = """
+**Real-Time Fingerprints** turns each transient's light curve into a 64-float fingerprint
+and serves similarity search, classification and anomaly rankings over the catalogue.
+
+* Light curves are JSON (`{{"lightcurves": [...]}}`, see the `LightCurveIn` schema) or Avro
+  container files of ZTF / LSST alert packets (`Content-Type: avro/binary`).
+* Write endpoints (`POST /v1/alerts`) need `X-API-Key` when the service runs with `RTF_API_KEY`.
+* Limits: {max_batch} light curves per request, bodies up to {max_mb} MiB, `k` <= 1000, pages <= 500.
+"""
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Histogram("rtf_request_seconds", "request latency", ["method", "route", "status"],
+                                  registry=self.registry,
+                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))  # fmt: skip
+        self.alerts_ingested = Counter("rtf_alerts_ingested", "new detections stored", registry=self.registry)
+        self.catalog_objects = Gauge("rtf_catalog_objects", "objects in the vector index", registry=self.registry)
+
+
+class BodyLimit:
+    """413 for bodies over the limit, by Content-Length or while streaming (nothing is read past it)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await _too_large(self.max_bytes, send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await _too_large(self.max_bytes, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    resp = JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
+    await resp({"type": "http"}, None, send)  # type: ignore[arg-type]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        settings.index_dir.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog.open(settings)
+        if settings.demo and catalog.store.count_objects() == 0:
+            seed_demo(catalog, settings.demo_file)
+        app.state.metrics.catalog_objects.set(len(catalog.index))
+        app.state.catalog = catalog
+        log.info("ready: model %s, %d objects", catalog.version, len(catalog.index))
+        yield
+        app.state.catalog = None
+        catalog.close()
+
+    app = FastAPI(
+        title="RTF — Real-Time Fingerprints",
+        version="0.1.0",
+        description=DESCRIPTION.format(
+            max_batch=min(settings.max_batch, MAX_BATCH), max_mb=settings.max_body_bytes // 2**20
+        ),  # fmt: skip
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.catalog = None
+    for r in (encode.router, alerts.router, objects.router, anomalies.router, service.router):
+        app.include_router(r)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        app.state.metrics.requests.labels(request.method, getattr(route, "path", "unmatched"),
+                                          str(response.status_code)).observe(time.perf_counter() - t0)  # fmt: skip
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "value_error")}
+                  for e in exc.errors()]  # fmt: skip
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(CheckpointError)
+    async def checkpoint_error(_: Request, exc: CheckpointError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            body = LightCurveBatch.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            components["LightCurveBatch"] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    """``app.main:app`` is built on first access, so importing the module has no side effects."""
+    if name == "app":
+        globals()["app"] = application = create_app()
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,37 @@
+"""GET /v1/anomalies: objects ranked by anomaly score, with stable cursor paging."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from app.deps import CatalogDep, SettingsDep
+from app.routers._docs import errors
+from app.schemas import AnomaliesResponse, AnomalyItem
+
+router = APIRouter(prefix="/v1", tags=["anomalies"])
+
+EXAMPLE = {"items": [{"object_id": "synztf2026_00412", "score": 0.97, "label": "Other", "n_detections": 9,
+                      "last_jd": 2460412.8}], "next_cursor": "eyJzIjogMC45NywgIm8iOiAic3luenRmIn0="}  # fmt: skip
+
+
+@router.get("/anomalies", response_model=AnomaliesResponse,
+            responses={**errors(422), 200: {"content": {"application/json": {"example": EXAMPLE}}}})  # fmt: skip
+def anomalies(
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    label: Annotated[str | None, Query(alias="class", max_length=64, description="only this predicted class")] = None,
+    since: Annotated[float | None, Query(description="last detection at or after this JD")] = None,
+) -> AnomaliesResponse:
+    """Most anomalous first (ties by object id). Pages never skip or repeat objects while the
+    catalogue does not change."""
+    try:
+        page, nxt = catalog.anomalies(min(limit, settings.max_page), cursor, label, since)
+    except ValueError as exc:
+        raise HTTPException(422, f"cursor: {exc}") from None
+    items = [AnomalyItem(object_id=s.object_id, score=s.anomaly_score, label=s.label, n_detections=s.n_detections,
+                         last_jd=s.last_jd) for s in page]  # fmt: skip
+    return AnomaliesResponse(items=items, next_cursor=nxt)

@@ -1,0 +1,38 @@
+"""POST /v1/fingerprints and /v1/classify: encode posted light curves without storing them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.deps import CatalogDep, LightCurvesDep
+from app.routers._docs import LIGHTCURVE_BODY, errors
+from app.schemas import ClassifyResponse, Fingerprint, FingerprintsResponse, Prediction
+
+router = APIRouter(prefix="/v1", tags=["encode"])
+
+
+@router.post("/fingerprints", response_model=FingerprintsResponse, openapi_extra=LIGHTCURVE_BODY,
+             responses=errors(413, 415, 422))  # fmt: skip
+def fingerprints(catalog: CatalogDep, lcs: LightCurvesDep) -> FingerprintsResponse:
+    """The fingerprint of each posted light curve (nothing is stored)."""
+    enc = catalog.encode(lcs)
+    return FingerprintsResponse(
+        model=catalog.version, dim=catalog.encoder.dim,
+        fingerprints=[Fingerprint(object_id=o, vector=v.tolist()) for o, v in zip(enc.object_ids, enc.vectors, strict=True)],
+    )  # fmt: skip
+
+
+@router.post("/classify", response_model=ClassifyResponse, openapi_extra=LIGHTCURVE_BODY,
+             responses=errors(413, 415, 422))  # fmt: skip
+def classify(catalog: CatalogDep, lcs: LightCurvesDep) -> ClassifyResponse:
+    """Class probabilities (coarse and fine) and the anomaly score of each posted light curve."""
+    enc = catalog.encode(lcs)
+    preds = []
+    for i, oid in enumerate(enc.object_ids):
+        coarse, fine = catalog.probabilities(enc, i)
+        preds.append(Prediction(
+            object_id=oid, label=max(coarse, key=coarse.get) if coarse else None, probabilities=coarse,
+            fine_label=max(fine, key=fine.get) if fine else None, fine_probabilities=fine,
+            anomaly_score=float(enc.anomaly[i]),
+        ))  # fmt: skip
+    return ClassifyResponse(model=catalog.version, predictions=preds)

@@ -1,0 +1,105 @@
+"""GET /v1/objects/{object_id} (+ /neighbors, /plot) and POST /v1/search."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Path, Query, Response
+from fastapi.exceptions import RequestValidationError
+
+from app.catalog import Filters, UnknownObject
+from app.deps import CatalogDep, SettingsDep, lightcurve_error
+from app.routers._docs import errors
+from app.schemas import NeighborsResponse, ObjectDetail, SearchRequest
+from encoder.jsonform import LightCurveIn
+from encoder.lightcurve import LightCurveError
+
+router = APIRouter(prefix="/v1", tags=["objects"])
+ObjectId = Annotated[str, Path(min_length=1, max_length=128, examples=["ZTF21aaaaaaa"])]
+
+NEIGHBORS_EXAMPLE = {
+    "object_id": "synztf2026_00017",
+    "model": "rtf-ae64-0123456789",
+    "neighbors": [
+        {
+            "object_id": "synztf2026_01234",
+            "similarity": 0.97,
+            "class": "SNIa",
+            "anomaly_score": 0.08,
+            "n_detections": 31,
+        }
+    ],
+}
+
+
+def _unknown(object_id: str) -> HTTPException:
+    return HTTPException(404, f"unknown object {object_id!r}")
+
+
+@router.get("/objects/{object_id}", response_model=ObjectDetail, responses=errors(404))
+def get_object(object_id: ObjectId, catalog: CatalogDep) -> ObjectDetail:
+    """Summary, stored light curve, class probabilities and anomaly score of an object."""
+    try:
+        state, lc = catalog.get_object(object_id)
+    except UnknownObject:
+        raise _unknown(object_id) from None
+    fields = {k: getattr(state, k) for k in ObjectDetail.model_fields if k != "lightcurve" and hasattr(state, k)}
+    return ObjectDetail(**fields, lightcurve=LightCurveIn.from_lightcurve(lc))
+
+
+@router.get("/objects/{object_id}/neighbors", response_model=NeighborsResponse, responses={
+    **errors(404, 422), 200: {"content": {"application/json": {"example": NEIGHBORS_EXAMPLE}}}})  # fmt: skip
+def neighbors(
+    object_id: ObjectId,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    k: Annotated[int, Query(ge=1, le=1000, description="number of neighbours")] = 10,
+    classes: Annotated[list[str] | None, Query(alias="class", max_length=32, description="only these classes")] = None,
+    anomaly_min: Annotated[float | None, Query(ge=0, le=1)] = None,
+    anomaly_max: Annotated[float | None, Query(ge=0, le=1)] = None,
+    since: Annotated[float | None, Query(description="last detection at or after this JD")] = None,
+    min_detections: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+) -> NeighborsResponse:
+    """The k most similar objects by cosine similarity of fingerprints, with optional filters.
+    Never fewer than k when at least k objects match the filters."""
+    k = min(k, settings.max_k)
+    try:
+        hits = catalog.neighbors(object_id, k, Filters(classes, anomaly_min, anomaly_max, since, min_detections))
+    except UnknownObject:
+        raise _unknown(object_id) from None
+    return NeighborsResponse(object_id=object_id, model=catalog.version, neighbors=hits)
+
+
+@router.get("/objects/{object_id}/plot", responses={**errors(404), 200: {"content": {"image/png": {}},
+            "description": "PNG: the light curve, the curve decoded from its fingerprint, its top neighbours"}},
+            response_class=Response)  # fmt: skip
+def plot(object_id: ObjectId, catalog: CatalogDep) -> Response:
+    """A PNG of the light curve, its fingerprint's reconstruction and its three nearest neighbours."""
+    try:
+        png = catalog.plot(object_id)
+    except UnknownObject:
+        raise _unknown(object_id) from None
+    return Response(png, media_type="image/png")
+
+
+@router.post("/search", response_model=NeighborsResponse, responses={
+    **errors(422), 200: {"content": {"application/json": {"example": NEIGHBORS_EXAMPLE | {"object_id": None}}}}})  # fmt: skip
+def search(req: SearchRequest, catalog: CatalogDep, settings: SettingsDep) -> NeighborsResponse:
+    """Neighbours of a posted light curve (encoded, not stored) or of a fingerprint vector."""
+    if (req.lightcurve is None) == (req.vector is None):
+        raise RequestValidationError([{"type": "value_error", "loc": ("body",), "msg": "give lightcurve or vector"}])
+    if req.lightcurve is not None:
+        try:
+            lc = req.lightcurve.to_lightcurve()
+        except LightCurveError as exc:
+            raise lightcurve_error(exc, ("body", "lightcurve")) from None
+        vector, query_id = catalog.encode([lc]).vectors[0], lc.object_id
+    else:
+        vector, query_id = np.asarray(req.vector, dtype=np.float32), None
+        if vector.shape != (catalog.encoder.dim,) or not np.isfinite(vector).all() or not np.any(vector):
+            raise RequestValidationError([{"type": "value_error", "loc": ("body", "vector"),
+                                           "msg": f"need {catalog.encoder.dim} finite numbers, not all zero"}])  # fmt: skip
+    filters = Filters(req.classes, req.anomaly_min, req.anomaly_max, req.since, req.min_detections)
+    hits = catalog.search(vector, min(req.k, settings.max_k), filters)
+    return NeighborsResponse(object_id=query_id, model=catalog.version, neighbors=hits)
