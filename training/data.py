@@ -57,8 +57,8 @@ def _read_parquet(path: Path, with_stamps: bool) -> list[LightCurve]:
     columns = set(pq.read_schema(path).names)
     if "ztf_bts" in name:
         return readers.read_bts_parquet(path)
-    if "plasticc" in name:
-        return readers.read_plasticc_parquet(path)
+    if "plasticc" in name:  # alert-level detections only: what an alert stream carries
+        return readers.read_plasticc_parquet(path, detected_only=True)
     if "alerce" in name:
         return readers.read_alerce_parquet(path)
     if name == "alerts.parquet" or {"alerts", "upper_limits"} <= columns:

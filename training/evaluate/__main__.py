@@ -1,0 +1,3 @@
+from training.evaluate.cli import main
+
+main()
