@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,16 @@ import numpy as np
 from app.settings import Settings
 from encoder.checkpoint import DEFAULT_CHECKPOINT
 from encoder.inference import Encoded, Encoder
-from encoder.lightcurve import BANDS, META_FIELDS, META_INDEX, LightCurve, clean_meta_value
+from encoder.lightcurve import BANDS, META_FIELDS, META_INDEX, LightCurve, LightCurveError, clean_meta_value
+from indexing.models import utcnow
 from indexing.persistence import save_index
 from indexing.store import AlertRow, ObjectState, Store, UpperLimitRow
 from indexing.sync import LoadReport, load_or_rebuild
 from indexing.vector_index import IndexConfig, Neighbor, VectorIndex, configure_faiss
 
 log = logging.getLogger("rtf.catalog")
+#: Overlap of successive syncs: writes committed with a slightly earlier timestamp are not missed.
+SYNC_SLACK = timedelta(seconds=30)
 
 
 class UnknownObject(KeyError):
@@ -72,6 +76,10 @@ class Catalog:
         self.load_report = report
         self._ingest_lock = threading.Lock()
         self._unsaved = 0
+        self._synced_marker = report.sql_marker
+        self._synced_at = utcnow() - SYNC_SLACK
+        self._stop_sync = threading.Event()
+        self._sync_thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -91,8 +99,43 @@ class Catalog:
         return cls(settings, encoder, store, index, report)
 
     def close(self) -> None:
+        self._stop_sync.set()
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout=10)
         self.save_index()
         self.store.close()
+
+    # ---------------------------------------------------------------- several processes, one database
+    def sync(self) -> int:
+        """Apply fingerprints that other processes wrote to SQL since the last sync to this
+        process's index; returns how many were applied (0 when SQL did not change)."""
+        marker = self.store.state_marker(self.version)
+        if marker == self._synced_marker:
+            return 0
+        started, applied = utcnow(), 0
+        with self.store.scan_fingerprints(self.version, updated_since=self._synced_at - SYNC_SLACK) as scan:
+            for b in scan:
+                self.index.upsert(
+                    b.object_ids, b.vectors, labels=b.labels, anomaly_scores=_nan_to_none(b.anomaly_score),
+                    last_jd=_nan_to_none(b.last_jd), n_detections=b.n_detections.tolist(),
+                )  # fmt: skip
+                applied += len(b.object_ids)
+            self._synced_marker = scan.marker
+        self._synced_at = started
+        return applied
+
+    def start_sync(self, interval: float) -> None:
+        """Call :meth:`sync` every ``interval`` seconds in a daemon thread until :meth:`close`."""
+
+        def loop() -> None:
+            while not self._stop_sync.wait(interval):
+                try:
+                    self.sync()
+                except Exception:  # a failed sync is retried at the next tick
+                    log.exception("index sync failed")
+
+        self._sync_thread = threading.Thread(target=loop, name="rtf-index-sync", daemon=True)
+        self._sync_thread.start()
 
     def save_index(self) -> None:
         with self._ingest_lock:
@@ -106,14 +149,23 @@ class Catalog:
 
     # ---------------------------------------------------------------- encoding
     def encode(self, lcs: list[LightCurve]) -> Encoded:
-        return self.encoder.encode(lcs)
+        """Encode; a light curve whose fingerprint is not finite (extreme fluxes overflow the
+        features) raises LightCurveError, so nothing non-finite is served or stored."""
+        enc = self.encoder.encode(lcs)
+        bad = ~np.isfinite(enc.vectors).all(axis=1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            msg = f"{lcs[i].object_id!r}: fluxes out of range (the fingerprint is not finite)"
+            raise LightCurveError(f"lightcurves[{i}]", msg)
+        return enc
 
     def probabilities(self, enc: Encoded, i: int) -> tuple[dict[str, float], dict[str, float]]:
-        coarse = (
-            {} if enc.coarse_probs is None else dict(zip(self.encoder.coarse_classes, map(float, enc.coarse_probs[i])))
-        )
-        fine = {} if enc.fine_probs is None else dict(zip(self.encoder.fine_classes, map(float, enc.fine_probs[i])))
-        return coarse, fine
+        """(coarse, fine) class probabilities of the i-th encoded light curve, by class name."""
+
+        def named(names: list[str], probs: np.ndarray | None) -> dict[str, float]:
+            return {} if probs is None else dict(zip(names, map(float, probs[i]), strict=True))
+
+        return named(self.encoder.coarse_classes, enc.coarse_probs), named(self.encoder.fine_classes, enc.fine_probs)
 
     # ---------------------------------------------------------------- ingest
     def ingest(self, lcs: list[LightCurve]) -> list[IngestedObjectResult]:
@@ -237,6 +289,10 @@ class Catalog:
 # ---------------------------------------------------------------------------- helpers
 def _argmax(probs: dict[str, float]) -> str | None:
     return max(probs, key=probs.__getitem__) if probs else None
+
+
+def _nan_to_none(values: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(v) else float(v) for v in values]
 
 
 def _finite(x: object) -> float | None:

@@ -15,10 +15,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.catalog import Catalog, seed_demo
+from app.deps import lightcurve_error
 from app.routers import alerts, anomalies, encode, objects, service
 from app.schemas import MAX_BATCH, LightCurveBatch
 from app.settings import Settings, get_settings
 from encoder.checkpoint import CheckpointError
+from encoder.lightcurve import LightCurveError
 
 log = logging.getLogger("rtf")
 
@@ -67,7 +69,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited, send)
-        except _BodyTooLarge:
+        except* _BodyTooLarge:  # except*: inside BaseHTTPMiddleware it arrives in an ExceptionGroup
             await _too_large(self.max_bytes, send)
 
 
@@ -91,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.demo and catalog.store.count_objects() == 0:
             seed_demo(catalog, settings.demo_file)
         app.state.metrics.catalog_objects.set(len(catalog.index))
+        if settings.sync_interval > 0:
+            catalog.start_sync(settings.sync_interval)
         app.state.catalog = catalog
         log.info("ready: model %s, %d objects", catalog.version, len(catalog.index))
         yield
@@ -125,6 +129,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "value_error")}
                   for e in exc.errors()]  # fmt: skip
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(LightCurveError)
+    async def lightcurve_error_handler(_: Request, exc: LightCurveError) -> JSONResponse:
+        return await validation_error(_, lightcurve_error(exc))
 
     @app.exception_handler(CheckpointError)
     async def checkpoint_error(_: Request, exc: CheckpointError) -> JSONResponse:

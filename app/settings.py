@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     max_batch: int = Field(1000, description="light curves per request")
     max_k: int = Field(1000, description="largest k for neighbour queries")
     max_page: int = Field(500, description="largest page size for anomaly listings")
+    sync_interval: float = Field(
+        5.0,
+        ge=0,
+        description="seconds between index syncs from SQL (0: off); "
+        "keeps the indexes of several worker processes consistent",
+    )
     index_save_every: int = Field(2000, description="persist the index after this many upserts")
 
 

@@ -16,7 +16,8 @@ from encoder.jsonform import LightCurveIn
 from encoder.lightcurve import LightCurveError
 
 router = APIRouter(prefix="/v1", tags=["objects"])
-ObjectId = Annotated[str, Path(min_length=1, max_length=128, examples=["ZTF21aaaaaaa"])]
+# no control characters (as at ingest; PostgreSQL rejects NUL in text, which was a 500)
+ObjectId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$", examples=["ZTF21aaaaaaa"])]
 
 NEIGHBORS_EXAMPLE = {
     "object_id": "synztf2026_00017",
@@ -96,10 +97,14 @@ def search(req: SearchRequest, catalog: CatalogDep, settings: SettingsDep) -> Ne
             raise lightcurve_error(exc, ("body", "lightcurve")) from None
         vector, query_id = catalog.encode([lc]).vectors[0], lc.object_id
     else:
-        vector, query_id = np.asarray(req.vector, dtype=np.float32), None
+        vector, query_id = np.asarray(req.vector, dtype=np.float64), None
         if vector.shape != (catalog.encoder.dim,) or not np.isfinite(vector).all() or not np.any(vector):
             raise RequestValidationError([{"type": "value_error", "loc": ("body", "vector"),
                                            "msg": f"need {catalog.encoder.dim} finite numbers, not all zero"}])  # fmt: skip
+        # cosine search is scale-free: unit length in float64 first, so tiny or huge values neither
+        # underflow to a "zero vector" (was a 500) nor overflow the float32 norm (was similarity 0)
+        vector = vector / np.abs(vector).max()
+        vector = (vector / np.linalg.norm(vector)).astype(np.float32)
     filters = Filters(req.classes, req.anomaly_min, req.anomaly_max, req.since, req.min_detections)
     hits = catalog.search(vector, min(req.k, settings.max_k), filters)
     return NeighborsResponse(object_id=query_id, model=catalog.version, neighbors=hits)
