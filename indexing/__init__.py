@@ -1,0 +1,39 @@
+"""Vector index (FAISS) and SQL metadata store. Never imports torch, ``encoder`` or ``app``.
+
+* :mod:`indexing.vector_index` — :class:`VectorIndex`: cosine k-NN with filters, upsert/delete.
+* :mod:`indexing.store` — :class:`Store`: SQLAlchemy repository (SQLite / PostgreSQL).
+* :mod:`indexing.persistence` — atomic save / verified load of an index with its manifest.
+* :mod:`indexing.sync` — :func:`load_or_rebuild` at start-up.
+"""
+
+from indexing.persistence import IndexLoadError, load_index, save_index
+from indexing.store import (
+    AlertRow,
+    FingerprintBatch,
+    IngestResult,
+    ModelInfo,
+    ObjectState,
+    Store,
+    UpperLimitRow,
+)
+from indexing.sync import LoadReport, load_or_rebuild, rebuild_from_store
+from indexing.vector_index import IndexConfig, Neighbor, VectorIndex
+
+__all__ = [
+    "AlertRow",
+    "FingerprintBatch",
+    "IndexConfig",
+    "IndexLoadError",
+    "IngestResult",
+    "LoadReport",
+    "ModelInfo",
+    "Neighbor",
+    "ObjectState",
+    "Store",
+    "UpperLimitRow",
+    "VectorIndex",
+    "load_index",
+    "load_or_rebuild",
+    "rebuild_from_store",
+    "save_index",
+]
