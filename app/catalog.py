@@ -10,7 +10,6 @@ and rebuilt from SQL on start, so an acknowledged alert is never lost.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -25,7 +24,7 @@ from encoder.checkpoint import DEFAULT_CHECKPOINT
 from encoder.inference import Encoded, Encoder
 from encoder.lightcurve import BANDS, META_FIELDS, META_INDEX, LightCurve, LightCurveError, clean_meta_value
 from indexing.models import utcnow
-from indexing.persistence import save_index
+from indexing.persistence import file_sha256, save_index
 from indexing.store import AlertRow, ObjectState, Store, UpperLimitRow
 from indexing.sync import LoadReport, load_or_rebuild
 from indexing.vector_index import IndexConfig, Neighbor, VectorIndex, configure_faiss
@@ -89,7 +88,7 @@ class Catalog:
         store = Store(settings.database_url)
         store.migrate()
         store.register_model(
-            encoder.version, path=str(ckpt_path), sha256=_sha256(ckpt_path), dim=encoder.dim,
+            encoder.version, path=str(ckpt_path), sha256=file_sha256(ckpt_path), dim=encoder.dim,
             class_names=encoder.coarse_classes, metrics=encoder.ckpt.metrics.get("val"), active=True,
         )  # fmt: skip
         config = IndexConfig(kind=settings.index_kind, omp_threads=settings.threads)
@@ -317,14 +316,6 @@ def _alert_rows(lc: LightCurve, keys: list[str]) -> list[AlertRow]:
 def _limit_rows(lc: LightCurve) -> list[UpperLimitRow]:
     return [UpperLimitRow(lc.object_id, float(t), BANDS[b], float(m))
             for t, b, m in zip(lc.ul_time, lc.ul_band, lc.ul_mag, strict=True)]  # fmt: skip
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 DEMO_COMMAND = "rtf-synth --survey ztf --n 3000 --seed 2026 --min-detections 3 --out {path}"

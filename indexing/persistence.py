@@ -75,7 +75,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> str:
         raise
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -164,7 +165,7 @@ def load_index(
     for p, key in ((index_path, "index_sha256"), (meta_path, "meta_sha256")):
         if not p.is_file():
             raise IndexLoadError(f"missing {p}")
-        if verify_checksums and _sha256(p) != m.get(key):
+        if verify_checksums and file_sha256(p) != m.get(key):
             raise IndexLoadError(f"checksum mismatch: {p}")
     try:
         faiss_index = faiss.read_index(str(index_path))

@@ -201,3 +201,14 @@ def merge_by_object(lcs: Iterable[LightCurve]) -> list[LightCurve]:
             merged = merged.merge(lc)
         out.append(merged)
     return out
+
+
+def coordinates(row: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(ra, dec) of a packet row in degrees, or (None, None) when missing or impossible."""
+    try:
+        ra, dec = float(row.get("ra")), float(row.get("dec"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None, None
+    if not (np.isfinite(ra) and np.isfinite(dec) and -90.0 <= dec <= 90.0):
+        return None, None
+    return ra % 360.0, dec

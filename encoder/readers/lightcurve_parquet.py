@@ -14,7 +14,9 @@ import numpy as np
 from encoder.lightcurve import META_FIELDS, STAMP_KINDS, LightCurve
 
 
-def write_lightcurves_parquet(lcs: list[LightCurve], path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
+def write_lightcurves_parquet(
+    lcs: list[LightCurve], path: str | Path, extra_metadata: dict[str, str] | None = None
+) -> None:
     """One row per object with list columns (meta flattened row-major, 30 per detection)."""
     import pyarrow as pa
     import pyarrow.parquet as pq

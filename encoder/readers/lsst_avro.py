@@ -30,6 +30,7 @@ from ._common import (
     Source,
     clean_stamp,
     column,
+    coordinates,
     int_id,
     iter_avro_records,
     merge_by_object,
@@ -88,9 +89,9 @@ def lsst_packet_to_lightcurve(record: dict[str, Any], *, forced: bool = True) ->
         if c is not None and c > 0:
             alert_id[len(det_rows) + j] = -c
 
-    ra, dec = _coordinates(obj)  # type: ignore[arg-type]
+    ra, dec = coordinates(obj)  # type: ignore[arg-type]
     if ra is None:
-        ra, dec = _coordinates(source)
+        ra, dec = coordinates(source)
     stamps = {kind: s for kind, key in CUTOUT_FIELDS.items() if (s := clean_stamp(record.get(key))) is not None}
     return LightCurve.build(
         object_id, "lsst", jd[keep], band[keep], flux=flux[keep], flux_err=err[keep],
@@ -105,16 +106,6 @@ def _object_id(source: dict[str, Any], obj: dict[str, Any]) -> str:
     if (sso := int_id(source.get("ssObjectId"))) is not None:
         return f"ss{sso}"
     raise AlertFormatError("LSST alert packet without a diaObjectId or ssObjectId")
-
-
-def _coordinates(row: dict[str, Any]) -> tuple[float | None, float | None]:
-    try:
-        ra, dec = float(row.get("ra")), float(row.get("dec"))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None, None
-    if not (np.isfinite(ra) and np.isfinite(dec) and -90.0 <= dec <= 90.0):
-        return None, None
-    return ra % 360.0, dec
 
 
 def iter_lsst_alerts(source: Source, *, forced: bool = True) -> Iterator[LightCurve]:

@@ -56,6 +56,7 @@ from ._common import (
     Source,
     clean_stamp,
     column,
+    coordinates,
     int_id,
     iter_avro_records,
     merge_by_object,
@@ -175,24 +176,13 @@ def ztf_packet_to_lightcurve(record: dict[str, Any], *, forced_photometry: bool 
 
     sel = np.flatnonzero(keep)
     meta = meta_matrix([rows[i] for i in sel], META_FIELDS) if len(sel) else None
-    ra, dec = _coordinates(cand)
+    ra, dec = coordinates(cand)
     stamps = {kind: s for kind, key in CUTOUT_FIELDS.items() if (s := clean_stamp(record.get(key))) is not None}
     return LightCurve.build(
         object_id, "ztf", jd[sel], band[sel], flux=flux[sel], flux_err=flux_err[sel], meta=meta,
         ul_time=jd[ul], ul_band=band[ul], ul_mag=limit[ul], ra=ra, dec=dec,
         stamps=stamps or None, label=packet_label(record), alert_id=alert_id[sel],
     )  # fmt: skip
-
-
-def _coordinates(row: dict[str, Any]) -> tuple[float | None, float | None]:
-    ra, dec = row.get("ra"), row.get("dec")
-    try:
-        ra, dec = float(ra), float(dec)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None, None
-    if not (np.isfinite(ra) and np.isfinite(dec) and -90.0 <= dec <= 90.0):
-        return None, None
-    return ra % 360.0, dec
 
 
 def iter_ztf_alerts(source: Source, *, forced_photometry: bool = False) -> Iterator[LightCurve]:
