@@ -91,7 +91,7 @@ class Catalog:
             encoder.version, path=str(ckpt_path), sha256=file_sha256(ckpt_path), dim=encoder.dim,
             class_names=encoder.coarse_classes, metrics=encoder.ckpt.metrics.get("val"), active=True,
         )  # fmt: skip
-        config = IndexConfig(kind=settings.index_kind, omp_threads=settings.threads)
+        config = IndexConfig(kind=settings.index_kind, omp_threads=1)  # one query per thread: no OMP contention
         configure_faiss(config)
         index, report = load_or_rebuild(store, settings.index_dir, encoder.version, dim=encoder.dim, config=config)
         log.info("index %s: %d objects (%s)", encoder.version, report.count, report.reason or "loaded")

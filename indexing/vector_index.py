@@ -62,7 +62,7 @@ class IndexConfig:
     ivf_min_train: int = 10_000
     max_tombstone_fraction: float = 0.25
     exact_subset_max: int = 20_000  # filtered search: brute force when at most this many match
-    max_overfetch: int = 4096  # filtered HNSW/IVF search: largest unfiltered k before brute force
+    max_overfetch: int = 1024  # filtered HNSW/IVF search: largest unfiltered k before brute force
     omp_threads: int | None = None  # faiss.omp_set_num_threads (None: leave faiss' default)
     # faiss uses BLAS (instead of its SIMD loop) for batches of >= this many queries. faiss 1.15
     # defaults to 128000 (practically never); the old default 20 was 2.5-5x SLOWER for batched
