@@ -77,6 +77,7 @@ class Catalog:
         self._unsaved = 0
         self._synced_marker = report.sql_marker
         self._synced_at = utcnow() - SYNC_SLACK
+        self._sync_lock = threading.Lock()
         self._stop_sync = threading.Event()
         self._sync_thread: threading.Thread | None = None
 
@@ -106,22 +107,22 @@ class Catalog:
 
     # ---------------------------------------------------------------- several processes, one database
     def sync(self) -> int:
-        """Apply fingerprints that other processes wrote to SQL since the last sync to this
-        process's index; returns how many were applied (0 when SQL did not change)."""
-        marker = self.store.state_marker(self.version)
-        if marker == self._synced_marker:
-            return 0
-        started, applied = utcnow(), 0
-        with self.store.scan_fingerprints(self.version, updated_since=self._synced_at - SYNC_SLACK) as scan:
-            for b in scan:
-                self.index.upsert(
-                    b.object_ids, b.vectors, labels=b.labels, anomaly_scores=_nan_to_none(b.anomaly_score),
-                    last_jd=_nan_to_none(b.last_jd), n_detections=b.n_detections.tolist(),
-                )  # fmt: skip
-                applied += len(b.object_ids)
-            self._synced_marker = scan.marker
-        self._synced_at = started
-        return applied
+        """Apply fingerprints written to SQL since the last sync (by other processes, and this
+        one's own) to this process's index; returns how many (0 when SQL did not change)."""
+        with self._sync_lock:
+            if self.store.state_marker(self.version) == self._synced_marker:
+                return 0
+            started, applied = utcnow(), 0
+            with self.store.scan_fingerprints(self.version, updated_since=self._synced_at - SYNC_SLACK) as scan:
+                for b in scan:
+                    self.index.upsert(
+                        b.object_ids, b.vectors, labels=b.labels, anomaly_scores=_nan_to_none(b.anomaly_score),
+                        last_jd=_nan_to_none(b.last_jd), n_detections=b.n_detections.tolist(),
+                    )  # fmt: skip
+                    applied += len(b.object_ids)
+                self._synced_marker = scan.marker
+            self._synced_at = started
+            return applied
 
     def start_sync(self, interval: float) -> None:
         """Call :meth:`sync` every ``interval`` seconds in a daemon thread until :meth:`close`."""
@@ -138,9 +139,14 @@ class Catalog:
 
     def save_index(self) -> None:
         with self._ingest_lock:
-            save_index(self.index, self.settings.index_dir, model_version=self.version,
-                       sql_marker=self.store.state_marker(self.version))  # fmt: skip
-            self._unsaved = 0
+            self._save_index_locked()
+
+    def _save_index_locked(self) -> None:
+        """Persist the index with the SQL marker of a state it fully contains: sync first, so
+        other processes' writes are in it too, then save under the marker that sync read."""
+        self.sync()
+        save_index(self.index, self.settings.index_dir, model_version=self.version, sql_marker=self._synced_marker)
+        self._unsaved = 0
 
     @property
     def version(self) -> str:
@@ -199,9 +205,7 @@ class Catalog:
             )  # fmt: skip
             self._unsaved += len(merged)
             if self._unsaved >= self.settings.index_save_every:
-                save_index(self.index, self.settings.index_dir, model_version=self.version,
-                           sql_marker=self.store.state_marker(self.version))  # fmt: skip
-                self._unsaved = 0
+                self._save_index_locked()
         out = []
         for i, lc in enumerate(merged):
             n_new = sum(k in new_keys for k in keys[lc.object_id])

@@ -123,7 +123,7 @@ def load_context(args: argparse.Namespace) -> Context:
     val_fraction = encoders[0][1].ckpt.summary.get("config", {}).get("val_fraction", 0.15)
     lcs, sources, ids = [], [], set()
     for src in args.data:
-        for lc in _load(src, args.detected_only):
+        for lc in load_source(src):
             if lc.label is None or lc.object_id in ids:
                 continue
             if args.holdout == "val" and split_of(lc.object_id, val_fraction) != "val":
@@ -141,14 +141,6 @@ def load_context(args: argparse.Namespace) -> Context:
         f"; stratified --limit {args.limit}" if args.limit else ""
     )
     return Context(args, lcs, sources, encoders, Path(args.out), desc)
-
-
-def _load(src: str, detected_only: bool) -> list[LightCurve]:
-    if detected_only and "plasticc" in Path(src).name:
-        from encoder.readers import read_plasticc_parquet
-
-        return read_plasticc_parquet(src, detected_only=True)
-    return load_source(src)
 
 
 def stratified_subsample(labels: list, n: int, seed: int = 0) -> np.ndarray:
@@ -555,11 +547,6 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--limit", type=int, help="stratified subsample of about N objects")
     common.add_argument("--min-detections", type=int, help="drop shorter light curves (default 5 for knn, else 1)")
     common.add_argument("--level", choices=["coarse", "fine"], help="class level (default coarse for early/probe)")
-    common.add_argument(
-        "--detected-only",
-        action="store_true",
-        help="PLAsTiCC: keep only points flagged detected (else all forced photometry, as training reads it)",
-    )
     common.add_argument("--cv", type=int, default=5, help="cross-validation folds of the baselines and probes")
     common.add_argument("--gp", action="store_true", help="baseline features include the GP fit (slow)")
     common.add_argument("--seed", type=int, default=0)
