@@ -182,9 +182,10 @@ class Catalog:
             keys = {oid: [alert_key(oid, t, BANDS[b]) for t, b in zip(lc.time, lc.band, strict=True)]
                     for oid, lc in posted.items()}  # fmt: skip
             new_keys = self.store.new_alert_keys(k for ks in keys.values() for k in ks)
+            known = self.store.get_objects(list(posted))  # one query; histories only for these
             merged = []
             for oid, lc in posted.items():
-                stored = self.lightcurve(oid, missing_ok=True)
+                stored = self.lightcurve(oid, missing_ok=True, state=known.get(oid)) if oid in known else None
                 merged.append(lc if stored is None else stored.merge(lc))
             enc = self.encode(merged)
             objects, alerts, limits, fps = [], [], [], {}
@@ -218,16 +219,17 @@ class Catalog:
         state = self.store.get_object(object_id)
         if state is None:
             raise UnknownObject(object_id)
-        return state, self.lightcurve(object_id)
+        return state, self.lightcurve(object_id, state=state)
 
-    def lightcurve(self, object_id: str, *, missing_ok: bool = False) -> LightCurve | None:
+    def lightcurve(self, object_id: str, *, missing_ok: bool = False, state: ObjectState | None = None
+                   ) -> LightCurve | None:  # fmt: skip
         """The stored light curve of an object (all its alerts and upper limits)."""
         alerts = self.store.get_alerts(object_id)
         if not alerts:
             if missing_ok:
                 return None
             raise UnknownObject(object_id)
-        state = self.store.get_object(object_id)
+        state = state or self.store.get_object(object_id)
         limits = self.store.get_upper_limits(object_id)
         meta = None
         if any(a.meta for a in alerts):

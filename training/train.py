@@ -72,6 +72,7 @@ class TrainConfig:
     threads: int = 2
     val_fraction: float = 0.15
     unlabelled: list[str] | None = None  # sources whose objects' labels are hidden from training
+    init_from: str | None = None  # start from this checkpoint's weights (same architecture)
 
 
 # ---------------------------------------------------------------------------- data preparation
@@ -94,8 +95,14 @@ def prepare_examples(lcs: list[LightCurve], spec: FeatureSpec, cfg: ModelConfig,
     coarse_index = {c: i for i, c in enumerate(cfg.coarse_classes)}
     fine_index = {c: i for i, c in enumerate(cfg.fine_classes)}
     return [
-        make_example(lc, spec, raw_objfeat=None if raw is None else raw[i], coarse_index=coarse_index,
-                     fine_index=fine_index, coarse_label=coarse_of(lc.label))  # fmt: skip
+        make_example(
+            lc,
+            spec,
+            raw_objfeat=None if raw is None else raw[i],
+            coarse_index=coarse_index,
+            fine_index=fine_index,
+            coarse_label=coarse_of(lc.label),
+        )  # fmt: skip
         for i, lc in enumerate(tqdm(lcs, desc="examples", unit="lc", leave=False))
     ]
 
@@ -197,6 +204,11 @@ def train(tc: TrainConfig) -> Path:
     val_ex = prepare_examples(val_lcs, spec, cfg, raw_val)
 
     model = RTFModel(cfg)
+    if tc.init_from:
+        from encoder.checkpoint import load_checkpoint
+
+        model.load_state_dict(load_checkpoint(tc.init_from).model.state_dict())
+        print(f"weights from {tc.init_from}", file=sys.stderr)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
                             weight_decay=tc.weight_decay)  # fmt: skip
     steps_per_epoch = max(1, len(train_ex) // tc.batch_size)
@@ -263,7 +275,9 @@ def _label_counts(lcs: list[LightCurve]) -> dict[str, int]:
 
 # ---------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rtf-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="rtf-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", nargs="+", required=True, help="sources: synthetic:ztf:N[:seed], .parquet, .avro, folders")
     p.add_argument("--out", required=True, help="run folder (a second run into it resumes)")
     p.add_argument("--mode", choices=["ae", "vae", "vqvae"], default="ae")
@@ -290,7 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-ff", type=int, default=512)
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--max-len", type=int, default=256, help="most recent detections the encoder reads")
-    p.add_argument("--unlabelled", nargs="*", help="sources whose labels training must not see (held out for evaluation)")
+    p.add_argument(
+        "--unlabelled", nargs="*", help="sources whose labels training must not see (held out for evaluation)"
+    )
+    p.add_argument("--init-from", help="start from the weights of this checkpoint (fine-tuning)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -308,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
             cls_weight=a.cls_weight, num_classes=a.num_classes, random_truncate=a.random_truncate,
             min_detections=a.min_detections, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
             decoder=a.decoder, d_model=a.d_model, n_layers=a.n_layers, n_heads=a.n_heads, d_ff=a.d_ff,
-            dropout=a.dropout, max_len=a.max_len, seed=a.seed, unlabelled=a.unlabelled, workers=a.workers, threads=a.threads,
+            dropout=a.dropout, max_len=a.max_len, seed=a.seed, unlabelled=a.unlabelled, init_from=a.init_from, workers=a.workers, threads=a.threads,
         ))  # fmt: skip
 
 
