@@ -305,18 +305,31 @@ def _finite(x: object) -> float | None:
 
 
 def _alert_rows(lc: LightCurve, keys: list[str]) -> list[AlertRow]:
+    """One row per detection; metadata as {field: value} of the present fields (vectorised)."""
     mag, mag_err = lc.mag, lc.mag_err
-    rows = []
-    for i, key in enumerate(keys):
-        meta = None
-        if lc.meta is not None:
-            meta = {f: float(v) for f, v in zip(META_FIELDS, lc.meta[i], strict=True) if np.isfinite(v)} or None
-        rows.append(AlertRow(
-            alert_key=key, object_id=lc.object_id, jd=float(lc.time[i]), band=BANDS[lc.band[i]],
-            mag=_finite(mag[i]), mag_err=_finite(mag_err[i]), flux=float(lc.flux[i]), flux_err=float(lc.flux_err[i]),
-            meta=meta,
-        ))  # fmt: skip
-    return rows
+    mag = np.where(np.isfinite(mag), mag, np.nan).tolist()
+    mag_err = np.where(np.isfinite(mag_err), mag_err, np.nan).tolist()
+    metas: list[dict | None] = [None] * len(keys)
+    if lc.meta is not None:
+        present = np.isfinite(lc.meta)
+        values = lc.meta.astype(np.float64).tolist()
+        for i, row in enumerate(present.tolist()):
+            metas[i] = {f: v for f, v, ok in zip(META_FIELDS, values[i], row, strict=True) if ok} or None
+    time, flux, flux_err = lc.time.tolist(), lc.flux.tolist(), lc.flux_err.tolist()
+    return [
+        AlertRow(
+            alert_key=key,
+            object_id=lc.object_id,
+            jd=time[i],
+            band=BANDS[lc.band[i]],
+            mag=None if mag[i] != mag[i] else mag[i],
+            mag_err=None if mag_err[i] != mag_err[i] else mag_err[i],
+            flux=flux[i],
+            flux_err=flux_err[i],
+            meta=metas[i],
+        )  # fmt: skip
+        for i, key in enumerate(keys)
+    ]
 
 
 def _limit_rows(lc: LightCurve) -> list[UpperLimitRow]:
