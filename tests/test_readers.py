@@ -79,7 +79,7 @@ def fits_stamp(value: float = 1.0, gz: bool = True) -> bytes:
     ]
     header = "".join(c.ljust(80) for c in cards).ljust(2880).encode()
     data = np.full(9, value, dtype=">f4").tobytes().ljust(2880, b"\0")
-    return gzip.compress(header + data) if gz else header + data
+    return gzip.compress(header + data, mtime=0) if gz else header + data  # mtime=0: same bytes every call
 
 
 def assert_fits_stamp(data: bytes) -> None:
