@@ -1,9 +1,10 @@
 """Encoder throughput on this CPU for a real ZTF light-curve length distribution.
 
-    python benchmarks/bench_encoder.py --real ../shared/data/ztf_bts_dev.parquet [--checkpoint PATH]
+    python benchmarks/bench_encoder.py --real ../shared/data/ztf_alerts/alerts.parquet [--checkpoint PATH]
 
-Light curves are the real ones from the file (BTS: ZTF alert photometry), so both the
-length distribution and the content are real. Reports alerts/s for:
+Light curves are the real ones from the file (``ztf_alerts/alerts.parquet``: real alert packets
+with their 30-day histories; ``ztf_bts_dev.parquet``: whole BTS light curves), repeated to ``--n``,
+so both the length distribution and the content are real. Reports alerts/s for:
 * ``model``: the network alone on prepared examples (bucketed batches);
 * ``end-to-end``: features (photometry, metadata, physics/GP if the checkpoint uses them) + model;
 for fp32 and bf16, and the minimum cosine between bf16 and fp32 fingerprints.
@@ -22,9 +23,9 @@ from encoder.inference import Encoder
 
 
 def load_real(path: str, n: int) -> list:
-    from encoder.readers import read_bts_parquet
+    from training.data import load_source
 
-    lcs = read_bts_parquet(path)
+    lcs = load_source(path)
     reps = int(np.ceil(n / len(lcs)))
     return (lcs * reps)[:n]
 

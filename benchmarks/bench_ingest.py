@@ -1,6 +1,7 @@
 """Batch ingest throughput of the catalogue (read-merge-encode-write) on SQLite or PostgreSQL.
 
     python benchmarks/bench_ingest.py --n 5000 --batch 500 [--database-url postgresql+psycopg://...]
+    python benchmarks/bench_ingest.py --data ../shared/data/ztf_alerts/alerts.parquet   # real alert packets
 
 New objects first (every light curve is new), then the same batches again (all duplicates:
 nothing new is stored, every object is re-read, merged and re-encoded).
@@ -22,12 +23,18 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=5000)
     p.add_argument("--batch", type=int, default=500)
+    p.add_argument("--data", help="light curves from a source training.data.load_source reads (default: synthetic)")
     p.add_argument("--database-url")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
     url = a.database_url or f"sqlite:///{tmp / 'bench.db'}"
-    lcs = generate_survey(SurveyConfig(survey="ztf", n_objects=a.n, seed=31337, min_detections=3))
+    if a.data:
+        from training.data import load_source
+
+        lcs = load_source(a.data)[: a.n]
+    else:
+        lcs = generate_survey(SurveyConfig(survey="ztf", n_objects=a.n, seed=31337, min_detections=3))
     n_alerts = sum(len(lc) for lc in lcs)
     catalog = Catalog.open(Settings(database_url=url, index_dir=tmp / "index", threads=a.threads, sync_interval=0))
     try:
