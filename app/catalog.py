@@ -192,7 +192,7 @@ class Catalog:
             for i, lc in enumerate(merged):
                 coarse, _ = self.probabilities(enc, i)
                 objects.append(ObjectState(
-                    object_id=lc.object_id, survey=lc.survey, ra=lc.ra, dec=lc.dec, label=_argmax(coarse),
+                    object_id=lc.object_id, survey=lc.survey, ra=lc.ra, dec=lc.dec, label=top_label(coarse),
                     probabilities=coarse, anomaly_score=float(enc.anomaly[i]), known_label=lc.label,
                 ))  # fmt: skip
                 fps[lc.object_id] = enc.vectors[i]
@@ -292,7 +292,8 @@ class Catalog:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _argmax(probs: dict[str, float]) -> str | None:
+def top_label(probs: dict[str, float]) -> str | None:
+    """The most probable class, or None without probabilities."""
     return max(probs, key=probs.__getitem__) if probs else None
 
 

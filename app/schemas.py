@@ -128,9 +128,3 @@ class ModelOut(BaseModel):
 
 class ModelsResponse(BaseModel):
     models: list[ModelOut]
-
-
-class Problem(BaseModel):
-    """Error body: what was wrong and where."""
-
-    detail: str | list

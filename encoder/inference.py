@@ -29,12 +29,6 @@ class Encoded:
     misfit: np.ndarray  # (n,) reconstruction misfit
     anomaly: np.ndarray  # (n,) calibrated anomaly score in [0, 1]
 
-    def label(self, i: int, level: str = "coarse", names: list[str] | None = None) -> str | None:
-        probs = self.coarse_probs if level == "coarse" else self.fine_probs
-        if probs is None or names is None:
-            return None
-        return names[int(np.argmax(probs[i]))]
-
 
 class Encoder:
     """The inference engine over one loaded checkpoint. Thread-safe for concurrent calls."""
@@ -132,4 +126,3 @@ class Encoder:
         mag = -2.5 * logflux  # channel = -0.4 mag for bright points
         sigma = 2.5 * np.exp(log_sigma.numpy().reshape(len(bands), len(t_rel)))
         return mag, sigma
-

@@ -102,6 +102,7 @@ def test_baseline_helpers():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A tiny untrained checkpoint (query decoder, coarse + fine heads) and a parquet-free data source."""
+    torch.manual_seed(0)  # untrained weights: keep them the same in every run
     rng = np.random.default_rng(0)
     labels = ["SNIa"] * 14 + ["SNII"] * 8 + ["SLSN"] * 5 + ["CV"] * 5
     lcs = [_lc(i, int(rng.integers(6, 30)), lab, rng) for i, lab in enumerate(labels)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.catalog import top_label
 from app.deps import CatalogDep, LightCurvesDep
 from app.routers._docs import LIGHTCURVE_BODY, errors
 from app.schemas import ClassifyResponse, Fingerprint, FingerprintsResponse, Prediction
@@ -31,8 +32,8 @@ def classify(catalog: CatalogDep, lcs: LightCurvesDep) -> ClassifyResponse:
     for i, oid in enumerate(enc.object_ids):
         coarse, fine = catalog.probabilities(enc, i)
         preds.append(Prediction(
-            object_id=oid, label=max(coarse, key=coarse.get) if coarse else None, probabilities=coarse,
-            fine_label=max(fine, key=fine.get) if fine else None, fine_probabilities=fine,
+            object_id=oid, label=top_label(coarse), probabilities=coarse,
+            fine_label=top_label(fine), fine_probabilities=fine,
             anomaly_score=float(enc.anomaly[i]),
         ))  # fmt: skip
     return ClassifyResponse(model=catalog.version, predictions=preds)
