@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from encoder.lightcurve import LightCurve, LightCurveError
+from encoder.lightcurve import LightCurve
 
 from ._common import (
     FLUXCAL_TO_NJY,
     AlertFormatError,
     Source,
     clean_stamp,
-    iter_avro_records,
+    iter_packets,
     merge_by_object,
-    with_context,
 )
 from .lightcurve_parquet import read_lightcurves_parquet, write_lightcurves_parquet
 from .lsst_avro import iter_lsst_alerts, lsst_packet_to_lightcurve, read_lsst_avro, write_lsst_avro
@@ -68,13 +67,7 @@ def packet_to_lightcurve(record: dict) -> LightCurve:
 
 def iter_alerts(source: Source) -> Iterator[LightCurve]:
     """One LightCurve per ZTF or LSST packet of an Avro container, streaming."""
-    for i, record in enumerate(iter_avro_records(source)):
-        try:
-            yield packet_to_lightcurve(record)
-        except AlertFormatError as exc:
-            raise AlertFormatError(f"record {i}: {exc}") from None
-        except LightCurveError as exc:
-            raise with_context(exc, f"alerts[{i}]") from None
+    return iter_packets(source, packet_to_lightcurve)
 
 
 def read_alert_avro(source: Source) -> list[LightCurve]:

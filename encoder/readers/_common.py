@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -212,3 +212,14 @@ def coordinates(row: dict[str, Any]) -> tuple[float | None, float | None]:
     if not (np.isfinite(ra) and np.isfinite(dec) and -90.0 <= dec <= 90.0):
         return None, None
     return ra % 360.0, dec
+
+
+def iter_packets(source: Source, convert: Callable[[dict[str, Any]], LightCurve]) -> Iterator[LightCurve]:
+    """``convert`` applied to every record of an Avro container; errors say which record."""
+    for i, record in enumerate(iter_avro_records(source)):
+        try:
+            yield convert(record)
+        except AlertFormatError as exc:
+            raise AlertFormatError(f"record {i}: {exc}") from None
+        except LightCurveError as exc:
+            raise with_context(exc, f"alerts[{i}]") from None

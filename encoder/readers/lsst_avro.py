@@ -18,12 +18,13 @@ One packet becomes one LightCurve (``survey='lsst'``), reading fields by name:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from encoder.lightcurve import BAND_INDEX, BANDS, JD_RANGE, MJD_OFFSET, LightCurve, LightCurveError
+from encoder.lightcurve import BAND_INDEX, BANDS, JD_RANGE, MJD_OFFSET, LightCurve
 
 from ._common import (
     AlertFormatError,
@@ -32,11 +33,10 @@ from ._common import (
     column,
     coordinates,
     int_id,
-    iter_avro_records,
+    iter_packets,
     merge_by_object,
     packet_label,
     synthetic_ids,
-    with_context,
     write_avro,
 )
 
@@ -110,13 +110,7 @@ def _object_id(source: dict[str, Any], obj: dict[str, Any]) -> str:
 
 def iter_lsst_alerts(source: Source, *, forced: bool = True) -> Iterator[LightCurve]:
     """One LightCurve per LSST packet of an Avro container, streaming."""
-    for i, record in enumerate(iter_avro_records(source)):
-        if "diaSource" not in record:
-            raise AlertFormatError(f"record {i} is not an LSST alert packet (no 'diaSource' field)")
-        try:
-            yield lsst_packet_to_lightcurve(record, forced=forced)
-        except LightCurveError as exc:
-            raise with_context(exc, f"alerts[{i}]") from None
+    return iter_packets(source, partial(lsst_packet_to_lightcurve, forced=forced))
 
 
 def read_lsst_avro(source: Source, *, forced: bool = True) -> list[LightCurve]:

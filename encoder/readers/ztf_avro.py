@@ -33,6 +33,7 @@ ties.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -46,7 +47,6 @@ from encoder.lightcurve import (
     NJY_ZERO_POINT,
     ZTF_FID,
     LightCurve,
-    LightCurveError,
     mag_to_njy,
     magerr_to_njy,
 )
@@ -58,13 +58,12 @@ from ._common import (
     column,
     coordinates,
     int_id,
-    iter_avro_records,
+    iter_packets,
     merge_by_object,
     meta_matrix,
     packet_label,
     synthetic_ids,
     valid_limit,
-    with_context,
     write_avro,
 )
 
@@ -187,13 +186,7 @@ def ztf_packet_to_lightcurve(record: dict[str, Any], *, forced_photometry: bool 
 
 def iter_ztf_alerts(source: Source, *, forced_photometry: bool = False) -> Iterator[LightCurve]:
     """One LightCurve per ZTF packet of an Avro container (path, bytes or binary file), streaming."""
-    for i, record in enumerate(iter_avro_records(source)):
-        if "candidate" not in record:
-            raise AlertFormatError(f"record {i} is not a ZTF alert packet (no 'candidate' field)")
-        try:
-            yield ztf_packet_to_lightcurve(record, forced_photometry=forced_photometry)
-        except LightCurveError as exc:
-            raise with_context(exc, f"alerts[{i}]") from None
+    return iter_packets(source, partial(ztf_packet_to_lightcurve, forced_photometry=forced_photometry))
 
 
 def read_ztf_avro(source: Source, *, forced_photometry: bool = False) -> list[LightCurve]:
