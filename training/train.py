@@ -18,7 +18,7 @@ import platform
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -43,14 +43,7 @@ from training.data import load_sources, split_of
 class TrainConfig:
     data: list[str]
     out: str
-    mode: str = "ae"
-    latent_dim: int = 64
-    use_metadata: bool = False
-    use_images: bool = False
-    image_backbone: str = "simple"
-    image_weights: str | None = None
-    freeze_backbone: bool = True
-    use_gp: bool = False
+    model: ModelConfig = field(default_factory=ModelConfig)  # architecture and inputs (classes set here)
     gp_fit: bool = True
     cls_weight: float = 0.5
     num_classes: int = 7
@@ -60,13 +53,6 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    decoder: str = "query"
-    d_model: int = 128
-    n_layers: int = 4
-    n_heads: int = 8
-    d_ff: int = 512
-    dropout: float = 0.3
-    max_len: int = 256
     seed: int = 0
     workers: int = 2
     threads: int = 2
@@ -171,7 +157,8 @@ def train(tc: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
-    lcs = load_sources(tc.data, with_stamps=tc.use_images)
+    m = tc.model
+    lcs = load_sources(tc.data, with_stamps=m.use_images)
     if tc.unlabelled:
         hidden = {lc.object_id for src in tc.unlabelled for lc in load_sources([src])}
         lcs = [replace(lc, label=None) if lc.object_id in hidden else lc for lc in lcs]
@@ -180,26 +167,21 @@ def train(tc: TrainConfig) -> Path:
     val_lcs = [lc for lc in lcs if split_of(lc.object_id, tc.val_fraction) == "val"]
     print(f"{len(lcs)} light curves: {len(train_lcs)} train, {len(val_lcs)} val", file=sys.stderr)
 
-    spec = FeatureSpec(max_len=tc.max_len, use_metadata=tc.use_metadata, use_images=tc.use_images,
-                       use_gp=tc.use_gp, gp_fit=tc.gp_fit)  # fmt: skip
-    if tc.use_metadata:
+    spec = FeatureSpec(max_len=m.max_len, use_metadata=m.use_metadata, use_images=m.use_images,
+                       use_gp=m.use_gp, gp_fit=tc.gp_fit)  # fmt: skip
+    if m.use_metadata:
         spec.meta_norm = MetadataNormalizer.fit(metadata_matrix(lc) for lc in train_lcs)
     raw_train = raw_val = None
-    if tc.use_gp:
+    if m.use_gp:
         raw_train = compute_raw_features(train_lcs, spec, tc.workers)
         raw_val = compute_raw_features(val_lcs, spec, tc.workers)
         spec.obj_norm = FeatureNormalizer.fit(np.concatenate([r[0] for r in raw_train]))
     from encoder.features import OBJECT_FEATURE_NAMES
 
     coarse = list(SEED_COARSE_CLASSES if tc.num_classes == 5 else COARSE_CLASSES)
-    cfg = ModelConfig(
-        use_metadata=tc.use_metadata, use_images=tc.use_images, image_backbone=tc.image_backbone,
-        image_weights=tc.image_weights, freeze_backbone=tc.freeze_backbone, use_gp=tc.use_gp,
-        gp_dim=len(OBJECT_FEATURE_NAMES) if tc.use_gp else 0, d_model=tc.d_model, n_layers=tc.n_layers,
-        n_heads=tc.n_heads, d_ff=tc.d_ff, dropout=tc.dropout, max_len=tc.max_len, mode=tc.mode,
-        latent_dim=tc.latent_dim, decoder=tc.decoder,
-        coarse_classes=coarse if tc.cls_weight > 0 else [], fine_classes=list(FINE_CLASSES) if tc.cls_weight > 0 else [],
-    )  # fmt: skip
+    labelled = tc.cls_weight > 0
+    cfg = replace(m, gp_dim=len(OBJECT_FEATURE_NAMES) if m.use_gp else 0, coarse_classes=coarse if labelled else [],
+                  fine_classes=list(FINE_CLASSES) if labelled else [])  # fmt: skip
     train_ex = prepare_examples(train_lcs, spec, cfg, raw_train)
     val_ex = prepare_examples(val_lcs, spec, cfg, raw_val)
 
@@ -318,14 +300,17 @@ def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     for dim in a.latent_dims:
         out = a.out if len(a.latent_dims) == 1 else str(Path(a.out) / f"{a.mode}{dim}")
+        model = ModelConfig(
+            mode=a.mode, latent_dim=dim, use_metadata=a.use_metadata, use_images=a.use_images,
+            image_backbone=a.image_backbone, image_weights=a.image_weights, freeze_backbone=not a.finetune_backbone,
+            use_gp=a.use_gp, decoder=a.decoder, d_model=a.d_model, n_layers=a.n_layers, n_heads=a.n_heads,
+            d_ff=a.d_ff, dropout=a.dropout, max_len=a.max_len,
+        )  # fmt: skip
         train(TrainConfig(
-            data=a.data, out=out, mode=a.mode, latent_dim=dim, use_metadata=a.use_metadata,
-            use_images=a.use_images, image_backbone=a.image_backbone, image_weights=a.image_weights,
-            freeze_backbone=not a.finetune_backbone, use_gp=a.use_gp, gp_fit=not a.no_gp_fit,
-            cls_weight=a.cls_weight, num_classes=a.num_classes, random_truncate=a.random_truncate,
-            min_detections=a.min_detections, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-            decoder=a.decoder, d_model=a.d_model, n_layers=a.n_layers, n_heads=a.n_heads, d_ff=a.d_ff,
-            dropout=a.dropout, max_len=a.max_len, seed=a.seed, unlabelled=a.unlabelled, init_from=a.init_from, workers=a.workers, threads=a.threads,
+            data=a.data, out=out, model=model, gp_fit=not a.no_gp_fit, cls_weight=a.cls_weight,
+            num_classes=a.num_classes, random_truncate=a.random_truncate, min_detections=a.min_detections,
+            epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, unlabelled=a.unlabelled,
+            init_from=a.init_from, workers=a.workers, threads=a.threads,
         ))  # fmt: skip
 
 
