@@ -334,8 +334,9 @@ def _alert_rows(lc: LightCurve, keys: list[str]) -> list[AlertRow]:
 
 
 def _limit_rows(lc: LightCurve) -> list[UpperLimitRow]:
-    return [UpperLimitRow(lc.object_id, float(t), BANDS[b], float(m))
-            for t, b, m in zip(lc.ul_time, lc.ul_band, lc.ul_mag, strict=True)]  # fmt: skip
+    bands = [BANDS[b] for b in lc.ul_band.tolist()]
+    return [UpperLimitRow(lc.object_id, t, b, m)
+            for t, b, m in zip(lc.ul_time.tolist(), bands, lc.ul_mag.tolist(), strict=True)]  # fmt: skip
 
 
 DEMO_COMMAND = "rtf-synth --survey ztf --n 3000 --seed 2026 --min-detections 3 --out {path}"

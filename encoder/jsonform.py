@@ -31,7 +31,6 @@ from encoder.lightcurve import (
     STAMP_KINDS,
     LightCurve,
     LightCurveError,
-    clean_meta_value,
 )
 
 MAX_STAMP_BYTES = 256 * 1024
@@ -139,11 +138,12 @@ class LightCurveIn(BaseModel):
         time = np.array([d.time for d in dets])
         band = np.array([d.band for d in dets])
         meta = None
-        if any(d.meta for d in dets):
+        if any(d.meta for d in dets):  # LightCurve.build turns sentinels (-999 ...) and inf/NaN into NaN
             meta = np.full((n, len(META_FIELDS)), np.nan, dtype=np.float32)
-            for i, d in enumerate(dets):
-                for k, v in (d.meta or {}).items():
-                    meta[i, META_INDEX[k]] = clean_meta_value(v)
+            cells = [(i, META_INDEX[k], v) for i, d in enumerate(dets) if d.meta for k, v in d.meta.items()]
+            rows, cols, values = zip(*cells, strict=True)
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, then NaN
+                meta[rows, cols] = np.array(values, dtype=np.float64)  # None -> NaN
         phot: dict[str, np.ndarray] = {}
         if kinds == {True}:
             phot["mag"] = np.array([d.mag for d in dets])
