@@ -85,7 +85,7 @@ class Catalog:
     @classmethod
     def open(cls, settings: Settings) -> Catalog:
         ckpt_path = Path(settings.checkpoint) if settings.checkpoint else DEFAULT_CHECKPOINT
-        encoder = Encoder.load(ckpt_path, threads=settings.threads)
+        encoder = Encoder.load(ckpt_path, threads=settings.threads, precision=settings.precision)
         store = Store(settings.database_url)
         store.migrate()
         store.register_model(

@@ -121,6 +121,7 @@ class ModelOut(BaseModel):
     version: str
     dim: int
     active: bool
+    precision: str | None = Field(None, description="fp32 or bf16 arithmetic (the active model only)")
     coarse_classes: list[str]
     fine_classes: list[str]
     metrics: dict | None = None

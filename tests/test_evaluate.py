@@ -51,6 +51,20 @@ def test_precision_at_k_cosine_and_random_expectation():
     assert abs(shuffled - rand) < 0.25
 
 
+def test_supervised_precision_finds_a_class_signal_hidden_by_noisy_dimensions():
+    rng = np.random.default_rng(1)
+    y = np.array(["a"] * 60 + ["b"] * 60 + ["c"] * 60)
+    signal = np.repeat([0.0, 1.0, 2.0], 60)[:, None] + rng.normal(0, 0.1, (180, 1))
+    x = np.hstack([signal, rng.normal(0, 5.0, (180, 6))])  # the class lives in one low-variance column
+    raw, _ = metrics.precision_at_k(x, y, k=5, metric="euclidean")
+    supervised, per = metrics.supervised_precision_at_k(x, y, k=5)
+    assert raw < 0.6 < 0.9 < supervised
+    assert set(per) == {"a", "b", "c"}
+    # labels carry nothing: the projection cannot invent a signal
+    shuffled, _ = metrics.supervised_precision_at_k(rng.normal(size=(180, 7)), y, k=5)
+    assert shuffled < 0.55
+
+
 def test_auroc_direction_and_macro_ovr():
     pos = np.array([0, 0, 0, 1, 1], dtype=bool)
     assert metrics.binary_auroc(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), pos) == 1.0

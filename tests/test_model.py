@@ -79,6 +79,30 @@ def test_every_bottleneck_and_decoder_trains(lcs, mode, decoder):
     assert out["fine_logits"].shape == (len(lcs), len(FINE_CLASSES))
 
 
+def test_film_decoder_grows_from_a_plain_one_and_trains(lcs):
+    torch.manual_seed(0)
+    spec = make_spec(lcs)
+    examples = [make_example(lc, spec) for lc in lcs]
+    plain = RTFModel(small_config(spec)).eval()
+    film = RTFModel(small_config(spec, decoder_film=True))
+    missing, unexpected = film.load_state_dict(plain.state_dict(), strict=False)
+    assert set(missing) == {"decoder.film.weight", "decoder.film.bias"} and not unexpected
+    b = collate(examples, spec)
+    z = plain(b)["z"]
+    before = film.eval().reconstruct(z, b.t_rel, b.band)[0]
+    assert torch.allclose(before, plain.reconstruct(z, b.t_rel, b.band)[0])  # starts as the same function
+    opt = torch.optim.Adam(film.train().parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        parts = film.loss(b, film(b))
+        opt.zero_grad()
+        parts["total"].backward()
+        opt.step()
+        losses.append(float(parts["mse"]))
+    assert np.mean(losses[-5:]) < losses[0], losses
+    assert film.decoder.film.weight.abs().sum() > 0  # the modulation is learned, not stuck at zero
+
+
 def test_truncated_view_is_a_prefix(lcs):
     spec = make_spec(lcs, use_gp=False)
     lc = next(lc for lc in lcs if 5 < len(lc) <= spec.max_len)
@@ -171,6 +195,31 @@ def test_bf16_fingerprints_stay_close_to_fp32(lcs, tmp_path):
     b = Encoder(ckpt, precision="bf16").encode(lcs).vectors
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.99
+
+
+def test_auto_precision_is_measured_and_keeps_fingerprints(lcs, tmp_path):
+    spec = make_spec(lcs)
+    ckpt = load_checkpoint_from(RTFModel(small_config(spec)).eval(), spec, tmp_path)
+    auto = Encoder(ckpt, precision="auto")
+    assert auto.precision in ("fp32", "bf16")
+    assert auto.calibration["fp32"] > 0 and auto.calibration["bf16"] > 0
+    if auto.precision == "bf16":
+        assert auto.calibration["min_cosine"] >= 0.999
+        assert auto.calibration["bf16"] <= 0.85 * auto.calibration["fp32"]
+    a, b = Encoder(ckpt).encode(lcs).vectors, auto.encode(lcs).vectors
+    assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.99
+    with pytest.raises(ValueError, match="precision"):
+        Encoder(ckpt, precision="fp16")
+
+
+def test_pipelined_chunks_equal_one_pass(lcs, tmp_path):
+    spec = make_spec(lcs)
+    ckpt = load_checkpoint_from(RTFModel(small_config(spec)).eval(), spec, tmp_path)
+    whole = Encoder(ckpt).encode(lcs)
+    chunked = Encoder(ckpt, pipeline_chunk=7).encode(lcs)  # several chunks, the last one short
+    assert chunked.object_ids == whole.object_ids
+    assert np.allclose(chunked.vectors, whole.vectors, atol=1e-5)
+    assert np.allclose(chunked.anomaly, whole.anomaly, atol=1e-5)
 
 
 def test_reconstruct_returns_a_curve_per_band(lcs, tmp_path):

@@ -189,8 +189,12 @@ def train(tc: TrainConfig) -> Path:
     if tc.init_from:
         from encoder.checkpoint import load_checkpoint
 
-        model.load_state_dict(load_checkpoint(tc.init_from).model.state_dict())
-        print(f"weights from {tc.init_from}", file=sys.stderr)
+        # strict except for modules the new config adds that start neutral (the decoder's FiLM)
+        missing, unexpected = model.load_state_dict(load_checkpoint(tc.init_from).model.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("decoder.film.") for k in missing):
+            raise SystemExit(f"--init-from {tc.init_from}: architecture differs (missing {missing}, "
+                             f"unexpected {unexpected})")  # fmt: skip
+        print(f"weights from {tc.init_from}" + (f" (new: {', '.join(missing)})" if missing else ""), file=sys.stderr)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
                             weight_decay=tc.weight_decay)  # fmt: skip
     steps_per_epoch = max(1, len(train_ex) // tc.batch_size)
@@ -280,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--decoder", choices=["query", "position"], default="query")
+    p.add_argument("--decoder-film", action="store_true", help="query decoder: FiLM-condition every hidden layer")
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--n-heads", type=int, default=8)
@@ -303,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         model = ModelConfig(
             mode=a.mode, latent_dim=dim, use_metadata=a.use_metadata, use_images=a.use_images,
             image_backbone=a.image_backbone, image_weights=a.image_weights, freeze_backbone=not a.finetune_backbone,
-            use_gp=a.use_gp, decoder=a.decoder, d_model=a.d_model, n_layers=a.n_layers, n_heads=a.n_heads,
+            use_gp=a.use_gp, decoder=a.decoder, decoder_film=a.decoder_film, d_model=a.d_model, n_layers=a.n_layers, n_heads=a.n_heads,
             d_ff=a.d_ff, dropout=a.dropout, max_len=a.max_len,
         )  # fmt: skip
         train(TrainConfig(

@@ -21,6 +21,7 @@ def models(catalog: CatalogDep) -> ModelsResponse:
         active = m.version == catalog.version
         out.append(ModelOut(
             version=m.version, dim=m.dim, active=active, metrics=m.metrics,
+            precision=catalog.encoder.precision if active else None,
             coarse_classes=catalog.encoder.coarse_classes if active else list(m.class_names),
             fine_classes=catalog.encoder.fine_classes if active else [],
         ))  # fmt: skip

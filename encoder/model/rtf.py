@@ -48,6 +48,7 @@ class ModelConfig:
     free_bits: float = 0.1
     codebook_size: int = 512
     decoder: str = "query"  # query | position
+    decoder_film: bool = False  # query decoder: the fingerprint also modulates every hidden layer
     coarse_classes: list[str] = field(default_factory=list)
     fine_classes: list[str] = field(default_factory=list)
 
@@ -88,7 +89,7 @@ class RTFModel(nn.Module):
         self.bottleneck = BOTTLENECKS[cfg.mode](
             d, cfg.latent_dim, free_bits=cfg.free_bits, codebook_size=cfg.codebook_size
         )
-        self.decoder = DECODERS[cfg.decoder](cfg.latent_dim, d_model=d, max_len=cfg.max_len)
+        self.decoder = DECODERS[cfg.decoder](cfg.latent_dim, d_model=d, max_len=cfg.max_len, film=cfg.decoder_film)
         self.coarse_head = mlp(cfg.latent_dim, cfg.latent_dim, len(cfg.coarse_classes)) if cfg.coarse_classes else None
         self.fine_head = mlp(cfg.latent_dim, cfg.latent_dim, len(cfg.fine_classes)) if cfg.fine_classes else None
 

@@ -89,6 +89,20 @@ def _neighbours(x: np.ndarray, k: int, metric: str) -> np.ndarray:
     return idx
 
 
+def same_class_hits(x: np.ndarray, labels: np.ndarray, k: int = 10, metric: str = "cosine") -> np.ndarray:
+    """(n,) fraction of each row's k nearest other rows that share its label."""
+    labels = np.asarray(labels)
+    nn = _neighbours(x, k, metric)
+    return (labels[nn] == labels[:, None]).mean(1)
+
+
+def macro_by_class(hit: np.ndarray, labels: np.ndarray, min_members: int = 3) -> tuple[float, dict[str, float]]:
+    """Mean of ``hit`` within each class with >= ``min_members`` members, then over those classes."""
+    labels = np.asarray(labels)
+    per = {c: float(hit[labels == c].mean()) for c in counted_classes(labels, min_members)}
+    return (float(np.mean(list(per.values()))) if per else float("nan")), per
+
+
 def precision_at_k(x: np.ndarray, labels: np.ndarray, k: int = 10, metric: str = "cosine",
                    min_members: int = 3) -> tuple[float, dict[str, float]]:  # fmt: skip
     """Same-class precision@k, macro over classes with >= ``min_members`` members.
@@ -98,13 +112,30 @@ def precision_at_k(x: np.ndarray, labels: np.ndarray, k: int = 10, metric: str =
     neighbour; only counted classes are queries.
     """
     labels = np.asarray(labels)
-    counted = counted_classes(labels, min_members)
-    if not counted or len(labels) < 2:
+    if not counted_classes(labels, min_members) or len(labels) < 2:
         return float("nan"), {}
-    nn = _neighbours(x, k, metric)
-    hit = (labels[nn] == labels[:, None]).mean(1)
-    per = {c: float(hit[labels == c].mean()) for c in counted}
-    return float(np.mean(list(per.values()))), per
+    return macro_by_class(same_class_hits(x, labels, k, metric), labels, min_members)
+
+
+def supervised_precision_at_k(x: np.ndarray, labels: np.ndarray, k: int = 10, folds: int = 5,
+                              seed: int = 0) -> tuple[float, dict[str, float]]:  # fmt: skip
+    """Precision@k after a supervised linear projection (shrinkage LDA), cross-validated.
+
+    For each stratified fold, the projection is fitted on the labels of the other folds, every object
+    is projected, and the fold's objects are the queries (Euclidean; all objects are candidates). An
+    estimate of what labels could add to a fixed representation.
+    """
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(labels)
+    hit = np.zeros(len(labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only 3 members"
+        for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, labels):
+            lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(x[train], labels[train])
+            hit[test] = same_class_hits(lda.transform(x), labels, k, "euclidean")[test]
+    return macro_by_class(hit, labels)
 
 
 def random_precision(labels: np.ndarray, min_members: int = 3) -> tuple[float, dict[str, float]]:
