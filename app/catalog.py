@@ -179,9 +179,8 @@ class Catalog:
         for lc in lcs:
             posted[lc.object_id] = posted[lc.object_id].merge(lc) if lc.object_id in posted else lc
         with self._ingest_lock:
-            keys = {oid: [alert_key(oid, t, BANDS[b]) for t, b in zip(lc.time, lc.band, strict=True)]
+            keys = {oid: [alert_key(oid, t, BANDS[b]) for t, b in zip(lc.time.tolist(), lc.band.tolist(), strict=True)]
                     for oid, lc in posted.items()}  # fmt: skip
-            new_keys = self.store.new_alert_keys(k for ks in keys.values() for k in ks)
             known = self.store.get_objects(list(posted))  # one query; histories only for these
             merged = []
             for oid, lc in posted.items():
@@ -198,7 +197,7 @@ class Catalog:
                 fps[lc.object_id] = enc.vectors[i]
                 alerts += _alert_rows(posted[lc.object_id], keys[lc.object_id])
                 limits += _limit_rows(posted[lc.object_id])
-            self.store.ingest(objects, alerts, fps, self.version, limits)
+            new_keys = set(self.store.ingest(objects, alerts, fps, self.version, limits).new_alert_keys)
             self.index.upsert(
                 [lc.object_id for lc in merged], enc.vectors, labels=[o.label for o in objects],
                 anomaly_scores=enc.anomaly.tolist(), last_jd=[float(lc.time[-1]) for lc in merged],

@@ -6,8 +6,7 @@ Light curves are the real ones from the file (``ztf_alerts/alerts.parquet``: rea
 with their 30-day histories; ``ztf_bts_dev.parquet``: whole BTS light curves), repeated to ``--n``,
 so both the length distribution and the content are real. Reports alerts/s for:
 * ``model``: the network alone on prepared examples (bucketed batches);
-* ``end-to-end``: features (photometry, metadata, physics/GP if the checkpoint uses them) + model,
-  in one pass and pipelined (features of the next chunk built while the model runs);
+* ``end-to-end``: features (photometry, metadata, physics/GP if the checkpoint uses them) + model;
 for fp32, bf16 and ``auto`` (what the service uses: bf16 only where measured faster here), and the
 minimum cosine between bf16 and fp32 fingerprints.
 """
@@ -73,10 +72,8 @@ def main() -> None:
     print(f"auto precision         : {auto.precision} (calibration fp32 {auto.calibration['fp32'] * 1e3:.1f} ms, "
           f"bf16 {auto.calibration['bf16'] * 1e3:.1f} ms, min cosine {auto.calibration['min_cosine']:.5f})")  # fmt: skip
     for name, enc in (("fp32", fp32), ("bf16", bf16), ("auto", auto)):
-        for mode, chunk in (("one pass ", len(lcs)), ("pipelined", 1024)):
-            enc.pipeline_chunk = chunk
-            r = rate(lambda enc=enc: enc.encode(lcs), len(lcs), repeat=2)
-            print(f"end-to-end {name} {mode}: {r:8.0f} alerts/s")
+        r = rate(lambda enc=enc: enc.encode(lcs), len(lcs), repeat=2)
+        print(f"end-to-end {name:12s}: {r:8.0f} alerts/s")
     lat = []
     for lc in lcs[:300]:
         t1 = time.perf_counter()

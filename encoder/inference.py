@@ -1,9 +1,8 @@
 """Fast batched inference: fingerprints, class probabilities, anomaly scores, reconstructions.
 
 Light curves are bucketed by length (sorted, then cut into batches) so that padding
-stays small, and results are returned in input order. Large inputs are encoded in chunks with
-a one-chunk pipeline: a helper thread builds the features of the next chunk while the model
-(which releases the GIL) encodes the current one, so both cores stay busy.
+stays small, and results are returned in input order. (Building features in a helper thread
+while the model runs was measured slower on 2 cores: the features hold the GIL.)
 
 ``precision="bf16"`` runs the model under bfloat16 autocast; ``"auto"`` times fp32 and bf16 on a
 calibration batch at load and keeps bf16 only where it is faster by 15 % or more on this CPU and
@@ -13,7 +12,6 @@ every calibration fingerprint stays within cosine 0.999 of fp32.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +49,7 @@ class Encoder:
     PRECISIONS = ("fp32", "bf16", "auto")
 
     def __init__(self, ckpt: Checkpoint, *, batch_size: int = 512, token_budget: int = 8192,
-                 precision: str = "fp32", threads: int | None = None, pipeline_chunk: int = 1024):  # fmt: skip
+                 precision: str = "fp32", threads: int | None = None):  # fmt: skip
         if precision not in self.PRECISIONS:
             raise ValueError(f"precision {precision!r}: expected one of {self.PRECISIONS}")
         self.ckpt = ckpt
@@ -59,7 +57,6 @@ class Encoder:
         self.spec = ckpt.spec
         self.batch_size = batch_size
         self.token_budget = token_budget
-        self.pipeline_chunk = pipeline_chunk
         if threads:
             torch.set_num_threads(threads)
         self.precision = "fp32"
@@ -95,18 +92,7 @@ class Encoder:
         return [make_example(lc, self.spec) for lc in lcs]
 
     def encode(self, lcs: list[LightCurve]) -> Encoded:
-        if len(lcs) <= self.pipeline_chunk:
-            return self.encode_examples(self.examples(lcs))
-        chunks = [lcs[i : i + self.pipeline_chunk] for i in range(0, len(lcs), self.pipeline_chunk)]
-        parts = []
-        with ThreadPoolExecutor(1, thread_name_prefix="rtf-features") as pool:
-            pending = pool.submit(self.examples, chunks[0])
-            for nxt in [*chunks[1:], None]:
-                examples = pending.result()
-                if nxt is not None:
-                    pending = pool.submit(self.examples, nxt)
-                parts.append(self.encode_examples(examples))
-        return Encoded.concat(parts)
+        return self.encode_examples(self.examples(lcs))
 
     @torch.inference_mode()
     def encode_examples(self, examples: list[Example]) -> Encoded:

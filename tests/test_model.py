@@ -212,16 +212,6 @@ def test_auto_precision_is_measured_and_keeps_fingerprints(lcs, tmp_path):
         Encoder(ckpt, precision="fp16")
 
 
-def test_pipelined_chunks_equal_one_pass(lcs, tmp_path):
-    spec = make_spec(lcs)
-    ckpt = load_checkpoint_from(RTFModel(small_config(spec)).eval(), spec, tmp_path)
-    whole = Encoder(ckpt).encode(lcs)
-    chunked = Encoder(ckpt, pipeline_chunk=7).encode(lcs)  # several chunks, the last one short
-    assert chunked.object_ids == whole.object_ids
-    assert np.allclose(chunked.vectors, whole.vectors, atol=1e-5)
-    assert np.allclose(chunked.anomaly, whole.anomaly, atol=1e-5)
-
-
 def test_reconstruct_returns_a_curve_per_band(lcs, tmp_path):
     spec = make_spec(lcs)
     ckpt = load_checkpoint_from(RTFModel(small_config(spec)).eval(), spec, tmp_path)

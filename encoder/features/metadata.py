@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from encoder.features.normalize import RobustNormalizer
-from encoder.lightcurve import META_FIELDS, MISSING_SENTINELS, LightCurve
+from encoder.lightcurve import META_FIELDS, LightCurve
 
 N_META = len(META_FIELDS)
 
@@ -25,11 +25,9 @@ def metadata_matrix(lc: LightCurve) -> np.ndarray:
     n = len(lc)
     if lc.meta is None:
         return np.full((n, N_META), np.nan, dtype=np.float32)
-    m = np.asarray(lc.meta, dtype=np.float32)
-    if m.shape != (n, N_META):
-        raise ValueError(f"lc.meta has shape {m.shape}, expected {(n, N_META)}")
-    bad = ~np.isfinite(m) | np.isin(m, np.asarray(MISSING_SENTINELS, dtype=np.float32))
-    return np.where(bad, np.float32(np.nan), m).astype(np.float32)
+    if lc.meta.shape != (n, N_META):
+        raise ValueError(f"lc.meta has shape {lc.meta.shape}, expected {(n, N_META)}")
+    return lc.meta  # LightCurve.build already turned sentinels and inf into NaN
 
 
 class MetadataNormalizer(RobustNormalizer):

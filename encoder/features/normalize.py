@@ -105,16 +105,18 @@ class RobustNormalizer:
     # ------------------------------------------------------------------ use
     def transform(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(values, mask)``, both float32 of the input's shape (last axis = columns)."""
-        x = np.asarray(matrix, dtype=np.float64)
+        x = np.array(matrix, dtype=np.float64)  # a copy, updated in place below
         if x.shape[-1] != self.dim:
             raise ValueError(f"expected {self.dim} columns, got shape {x.shape}")
         present = np.isfinite(x)
-        x = np.where(present, x, 0.0)
+        x[~present] = 0.0
         if self.log.any():
-            x = np.where(self.log, signed_log1p(x), x)
-        z = np.clip((x - self.centre) / self.scale, -self.clip, self.clip)
-        z = np.where(present, z, 0.0)
-        return z.astype(np.float32), present.astype(np.float32)
+            x[..., self.log] = signed_log1p(x[..., self.log])
+        x -= self.centre
+        x /= self.scale
+        np.minimum(np.maximum(x, -self.clip, out=x), self.clip, out=x)
+        x[~present] = 0.0
+        return x.astype(np.float32), present.astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         return {

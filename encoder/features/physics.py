@@ -112,9 +112,9 @@ def _pairs(ta: np.ndarray, ma: np.ndarray, tb: np.ndarray, mb: np.ndarray) -> tu
     """(times, colours a-b) of a-band points with a b-band point within PAIR_WINDOW."""
     if len(ta) == 0 or len(tb) == 0:
         return np.empty(0), np.empty(0)
-    idx = np.clip(np.searchsorted(tb, ta), 1, max(len(tb) - 1, 1))
-    left = np.clip(idx - 1, 0, len(tb) - 1)
-    right = np.clip(idx, 0, len(tb) - 1)
+    idx = np.searchsorted(tb, ta)  # tb[idx - 1] <= ta < tb[idx]
+    left = np.maximum(idx - 1, 0)
+    right = np.minimum(idx, len(tb) - 1)
     near = np.where(np.abs(tb[left] - ta) <= np.abs(tb[right] - ta), left, right)
     ok = np.abs(tb[near] - ta) <= PAIR_WINDOW
     return 0.5 * (ta[ok] + tb[near[ok]]), ma[ok] - mb[near[ok]]
@@ -138,7 +138,7 @@ def physics_features(lc: LightCurve) -> np.ndarray:
 
     g = np.full(len(_GLOBAL_NAMES), np.nan)
     g[0] = len(t)
-    g[1] = len(np.unique(band))
+    g[1] = np.count_nonzero(np.bincount(band))
     g[2] = t[-1] - t0
     k = int(np.argmin(m))
     g[3] = m[k]
@@ -167,6 +167,7 @@ def physics_features(lc: LightCurve) -> np.ndarray:
         if off == 12:
             g[14] = pc[-1]
             if len(pc) >= 2 and pt[-1] > pt[0]:
-                g[15] = float(np.polyfit(pt - pt[0], pc, 1)[0])
+                dt = pt - pt.mean()
+                g[15] = float(dt @ (pc - pc.mean()) / (dt @ dt))  # least-squares slope
     out[len(BAND_SLOTS) * N_BAND :] = g
     return out.astype(np.float32)
