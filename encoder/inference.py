@@ -59,12 +59,10 @@ class Encoder:
         self.token_budget = token_budget
         if threads:
             torch.set_num_threads(threads)
-        self.precision = "fp32"
-        self.calibration: dict[str, float] = {}
+        self.precision = precision
+        self.calibration: dict[str, float] = {}  # the timings behind an "auto" choice
         if precision == "auto":
             self.precision, self.calibration = self._measure_precisions()
-        else:
-            self.precision = precision
 
     @classmethod
     def load(cls, path: str | Path | None = None, **kwargs: object) -> Encoder:

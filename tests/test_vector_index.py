@@ -143,12 +143,14 @@ filters_st = st.fixed_dictionaries(
     k=st.integers(1, 30),
     filters=filters_st,
     exact_subset_max=st.sampled_from([0, 50, 20_000]),
+    exact_scan_max=st.sampled_from([0, 250_000]),
     churn=st.integers(0, 60),
     seed=st.integers(0, 10_000),
 )
-def test_filters_return_k_when_k_match(kind, n, k, filters, exact_subset_max, churn, seed):
+def test_filters_return_k_when_k_match(kind, n, k, filters, exact_subset_max, exact_scan_max, churn, seed):
     rng = np.random.default_rng(seed)
-    vi = VectorIndex(DIM, IndexConfig(kind=kind, ivf_min_train=100, exact_subset_max=exact_subset_max))
+    config = IndexConfig(kind=kind, ivf_min_train=100, exact_subset_max=exact_subset_max, exact_scan_max=exact_scan_max)
+    vi = VectorIndex(DIM, config)
     x = clustered(n, seed=seed)
     ids = [f"o{i}" for i in range(n)]
     lab = [CLASSES[i] for i in rng.integers(0, 4, n)]
@@ -172,8 +174,9 @@ def test_filters_return_k_when_k_match(kind, n, k, filters, exact_subset_max, ch
     assert len({g.object_id for g in got}) == len(got)
     allowed = set(expected)
     assert all(g.object_id in allowed for g in got)
-    if kind == "flat" and got:
-        # exact: same scores as brute force (ties may reorder ids)
+    exact = kind == "flat" or (kind == "hnsw" and exact_scan_max > 0 and len(filters.keys() - {"exclude_ids"}))
+    if exact and got:
+        # exact (flat, or a filtered scan of the HNSW storage): same scores as brute force (ties may reorder ids)
         np.testing.assert_allclose(
             [g.score for g in got], sorted(sims[[ids.index(e) for e in expected]], reverse=True)[: len(got)], atol=1e-5
         )

@@ -59,6 +59,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     unlabelled: list[str] | None = None  # sources whose objects' labels are hidden from training
     init_from: str | None = None  # start from this checkpoint's weights (same architecture)
+    train_only: str | None = None  # a module prefix ("decoder"): train it alone, everything else frozen
 
 
 # ---------------------------------------------------------------------------- data preparation
@@ -190,11 +191,19 @@ def train(tc: TrainConfig) -> Path:
         from encoder.checkpoint import load_checkpoint
 
         # strict except for modules the new config adds that start neutral (the decoder's FiLM)
-        missing, unexpected = model.load_state_dict(load_checkpoint(tc.init_from).model.state_dict(), strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(load_checkpoint(tc.init_from).model.state_dict(), strict=False)
+        except RuntimeError as exc:  # shapes differ
+            raise SystemExit(f"--init-from {tc.init_from}: architecture differs: {exc}") from exc
         if unexpected or any(not k.startswith("decoder.film.") for k in missing):
             raise SystemExit(f"--init-from {tc.init_from}: architecture differs (missing {missing}, "
                              f"unexpected {unexpected})")  # fmt: skip
         print(f"weights from {tc.init_from}" + (f" (new: {', '.join(missing)})" if missing else ""), file=sys.stderr)
+    if tc.train_only:  # e.g. grow the decoder without moving the fingerprints or the heads
+        for name, p in model.named_parameters():
+            p.requires_grad_(p.requires_grad and name.startswith(tc.train_only + "."))
+        if not any(p.requires_grad for p in model.parameters()):
+            raise SystemExit(f"--train-only {tc.train_only}: no trainable parameters under that name")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
                             weight_decay=tc.weight_decay)  # fmt: skip
     steps_per_epoch = max(1, len(train_ex) // tc.batch_size)
@@ -207,6 +216,10 @@ def train(tc: TrainConfig) -> Path:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
+        if sched.total_steps != tc.epochs * steps_per_epoch:  # the one-cycle schedule cannot be stretched
+            raise SystemExit(f"{state_path} belongs to a run with another length or data ({sched.total_steps} "
+                             f"steps planned, this one plans {tc.epochs * steps_per_epoch}): resume with its "
+                             "--epochs and data, or start a new --out")  # fmt: skip
         start_epoch, history = state["epoch"], state["history"]
         print(f"resuming {out} at epoch {start_epoch}", file=sys.stderr)
     rng = np.random.default_rng(tc.seed + start_epoch)
@@ -295,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--unlabelled", nargs="*", help="sources whose labels training must not see (held out for evaluation)"
     )
     p.add_argument("--init-from", help="start from the weights of this checkpoint (fine-tuning)")
+    p.add_argument("--train-only", choices=["decoder"], help="train this module alone (the fingerprints stay)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -315,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
             data=a.data, out=out, model=model, gp_fit=not a.no_gp_fit, cls_weight=a.cls_weight,
             num_classes=a.num_classes, random_truncate=a.random_truncate, min_detections=a.min_detections,
             epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, unlabelled=a.unlabelled,
-            init_from=a.init_from, workers=a.workers, threads=a.threads,
+            init_from=a.init_from, train_only=a.train_only, workers=a.workers, threads=a.threads,
         ))  # fmt: skip
 
 

@@ -1,0 +1,87 @@
+"""rtf-train end to end on a tiny synthetic survey: the run folder, resuming, and fine-tuning stages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from encoder.checkpoint import load_checkpoint
+from encoder.inference import Encoder
+from encoder.model.rtf import ModelConfig
+from training.synthetic import SurveyConfig, generate_survey
+from training.train import TrainConfig, train
+
+TINY = ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.0, max_len=32, latent_dim=8, use_gp=True)
+DATA = ["synthetic:ztf:90:3"]
+
+
+def tiny_run(out, **kw) -> TrainConfig:
+    base = dict(data=DATA, out=str(out), model=TINY, gp_fit=False, epochs=1, batch_size=16, workers=1, threads=1)
+    return TrainConfig(**(base | kw))
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "base"
+    train(tiny_run(out))
+    return out
+
+
+def test_a_run_folder_holds_a_loadable_checkpoint_summary_and_metrics(base_run):
+    summary = json.loads((base_run / "summary.json").read_text())
+    metrics = json.loads((base_run / "metrics.json").read_text())
+    assert summary["n_train"] + summary["n_val"] == 90
+    assert len(metrics["history"]) == 1 and np.isfinite(metrics["history"][0]["total"])
+    enc = Encoder.load(base_run / "model.pt")
+    assert enc.version == summary["version"]
+    lcs = generate_survey(SurveyConfig(n_objects=5, seed=77, min_detections=3))
+    out = enc.encode(lcs)
+    assert out.vectors.shape == (5, 8) and np.isfinite(out.vectors).all()
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
+    import training.train as train_module
+
+    real_evaluate, calls = train_module.evaluate, []
+
+    def crash_in_epoch_two(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # after epoch 1 was saved, before epoch 2 is
+        return real_evaluate(*args, **kw)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(train_module, "evaluate", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_run(out, epochs=2))
+    assert not (out / "model.pt").exists()
+    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+    with pytest.raises(SystemExit, match="another length"):
+        train(tiny_run(out, epochs=3))  # the saved schedule was planned for 2 epochs
+    train(tiny_run(out, epochs=2))
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_grow_a_film_decoder_and_train_it_alone(base_run, tmp_path):
+    out = tmp_path / "film"
+    train(tiny_run(out, model=replace(TINY, decoder_film=True), init_from=str(base_run / "model.pt"),
+                   train_only="decoder", lr=1e-2))  # fmt: skip
+    before = load_checkpoint(base_run / "model.pt").model.state_dict()
+    after = load_checkpoint(out / "model.pt").model.state_dict()
+    assert after["decoder.film.weight"].abs().sum() > 0  # the new FiLM projection learned something
+    for name, value in before.items():
+        if name.startswith("decoder."):
+            continue
+        assert torch.equal(value, after[name]), f"{name} moved although only the decoder trains"
+    changed = [n for n in before if n.startswith("decoder.") and not torch.equal(before[n], after[n])]
+    assert changed
+
+
+def test_init_from_a_different_architecture_is_refused(base_run, tmp_path):
+    with pytest.raises(SystemExit, match="architecture differs"):
+        train(tiny_run(tmp_path / "bad", model=replace(TINY, d_model=24), init_from=str(base_run / "model.pt")))
