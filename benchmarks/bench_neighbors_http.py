@@ -33,13 +33,14 @@ sys.path.insert(0, str(ROOT))
 from _server import Server  # noqa: E402
 
 
-def build(url: str, index_dir: Path, n: int, seed: int, batch: int) -> None:
+def build(url: str, index_dir: Path, checkpoint: Path | None, n: int, seed: int, batch: int) -> None:
     from app.catalog import Catalog
     from app.settings import Settings
     from training.synthetic import SurveyConfig
     from training.synthetic.survey import iter_survey
 
-    catalog = Catalog.open(Settings(database_url=url, index_dir=index_dir, threads=2, sync_interval=0))
+    settings = Settings(database_url=url, index_dir=index_dir, checkpoint=checkpoint, threads=2, sync_interval=0)
+    catalog = Catalog.open(settings)
     try:
         have = catalog.store.count_objects()
         if have >= n:
@@ -82,6 +83,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000, help="catalogue size to build")
     ap.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench100k")
     ap.add_argument("--measure-only", action="store_true", help="use the workdir's catalogue as it is")
+    ap.add_argument("--checkpoint", type=Path, help="model of the catalogue (default: the bundled one)")
     ap.add_argument("--seed", type=int, default=9)
     ap.add_argument("--batch", type=int, default=1000, help="light curves per Catalog.ingest call")
     ap.add_argument("--requests", type=int, default=2000)
@@ -91,8 +93,11 @@ def main() -> None:
     a.workdir.mkdir(parents=True, exist_ok=True)
     url, index_dir = f"sqlite:///{a.workdir / 'rtf.db'}", a.workdir / "index"
     if not a.measure_only:
-        build(url, index_dir, a.n, a.seed, a.batch)
-    with Server({"RTF_DATABASE_URL": url, "RTF_INDEX_DIR": str(index_dir), "RTF_SYNC_INTERVAL": "0"}) as srv:
+        build(url, index_dir, a.checkpoint, a.n, a.seed, a.batch)
+    env = {"RTF_DATABASE_URL": url, "RTF_INDEX_DIR": str(index_dir), "RTF_SYNC_INTERVAL": "0"}
+    if a.checkpoint:
+        env["RTF_CHECKPOINT"] = str(a.checkpoint.resolve())
+    with Server(env) as srv:
         ready = httpx.get(srv.url + "/readyz").json()
         with sqlite3.connect(a.workdir / "rtf.db") as db:
             ids = [r[0] for r in db.execute("SELECT object_id FROM objects ORDER BY random() LIMIT 5000")]

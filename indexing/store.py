@@ -79,7 +79,7 @@ class AlertRow:
     mag_err: float | None
     flux: float
     flux_err: float
-    meta: dict[str, Any] | None = None
+    meta: dict[str, Any] | str | None = None  # a dict, or its JSON text (read back as a dict)
 
 
 @dataclass(slots=True)
@@ -224,8 +224,10 @@ def _insert_new_alerts_sqlite(conn, alert_rows: list[dict[str, Any]]) -> list[st
     if fresh:
         dumps = json.JSONEncoder(separators=(",", ":")).encode
         values = [
-            (*(r[c] for c in _ALERT_COLUMNS[:-1]), None if r["meta"] is None else dumps(r["meta"])) for r in fresh
-        ]
+            (*(r[c] for c in _ALERT_COLUMNS[:-1]), r["meta"] if r["meta"] is None or isinstance(r["meta"], str)
+             else dumps(r["meta"]))
+            for r in fresh
+        ]  # fmt: skip
         placeholders = ",".join("?" * len(_ALERT_COLUMNS))
         conn.exec_driver_sql(f"INSERT INTO {a_t.name} ({','.join(_ALERT_COLUMNS)}) VALUES ({placeholders})", values)
     return [r["alert_key"] for r in fresh]
@@ -504,7 +506,8 @@ class Store:
                     .returning(a_t.c.alert_key)
                 )
                 for part in _chunks(alert_rows):
-                    new_keys.extend(k for (k,) in conn.execute(stmt, list(part)))
+                    rows = [r | {"meta": json.loads(r["meta"])} if isinstance(r["meta"], str) else r for r in part]
+                    new_keys.extend(k for (k,) in conn.execute(stmt, rows))
             n_ul = 0
             if ul_rows and self.dialect == "sqlite":
                 n_ul = _insert_new_limits_sqlite(conn, ul_rows)

@@ -97,6 +97,15 @@ def test_ingest_roundtrip_and_idempotent(store):
     assert store.new_alert_keys([alerts[0].alert_key, "other"]) == {"other"}
 
 
+def test_alert_meta_as_dict_or_json_text_reads_back_as_a_dict(store):
+    alerts = [
+        alert("ZTF9", 2460000.5, "g", meta={"rb": 0.5}),
+        alert("ZTF9", 2460001.5, "r", meta='{"rb":0.25,"fwhm":2}'),
+    ]
+    assert store.ingest([ObjectState("ZTF9")], alerts).new_alerts == 2
+    assert [a.meta for a in store.get_alerts("ZTF9")] == [{"rb": 0.5}, {"rb": 0.25, "fwhm": 2}]
+
+
 def test_ingest_updates_and_none_keeps(store):
     store.ingest([ObjectState("A", ra=1.0, dec=2.0, known_label="SNII", anomaly_score=0.1)], [alert("A", 10.0)])
     m0 = store.state_marker("m1")

@@ -241,9 +241,16 @@ def run_probe(ctx: Context) -> str:
     y = ctx.labels(level)[idx]
 
     def score(x: np.ndarray, clf: str) -> dict[str, float]:
-        proba, classes = baselines.cv_proba(clf, x, y, a.cv, a.seed)
-        s = metrics.classification_scores(y, proba, classes)
-        return {"accuracy": s["accuracy"], "balanced_accuracy": s["balanced_accuracy"]}
+        """Mean (and sd) over ``--repeats`` differently shuffled cross-validations: with classes of
+        3-15 members one split's balanced accuracy moves by several points."""
+        runs = [metrics.classification_scores(y, *baselines.cv_proba(clf, x, y, a.cv, a.seed + r))
+                for r in range(a.repeats)]  # fmt: skip
+        bal = [r["balanced_accuracy"] for r in runs]
+        return {"accuracy": float(np.mean([r["accuracy"] for r in runs])), "balanced_accuracy": float(np.mean(bal)),
+                "balanced_accuracy_sd": float(np.std(bal))}  # fmt: skip
+
+    def bal(s: dict[str, float]) -> str:
+        return f"{pct(s['balanced_accuracy'])} ± {100 * s['balanced_accuracy_sd']:.1f}"
 
     res, rows, grid = {}, [], {}
     for k, (name, enc) in enumerate(tqdm(ctx.encoders, desc="probe: checkpoints")):
@@ -252,16 +259,15 @@ def run_probe(ctx: Context) -> str:
         cfg = enc.model.cfg
         res[name] = {"mode": cfg.mode, "latent_dim": cfg.latent_dim, "linear": lin, "mlp": mlp}
         grid[(cfg.latent_dim, cfg.mode)] = lin["accuracy"]
-        rows.append([f"{name} fingerprint", cfg.mode, cfg.latent_dim, pct(lin["accuracy"]),
-                     pct(lin["balanced_accuracy"]), pct(mlp["accuracy"]), pct(mlp["balanced_accuracy"])])  # fmt: skip
+        rows.append([f"{name} fingerprint", cfg.mode, cfg.latent_dim, pct(lin["accuracy"]), bal(lin),
+                     pct(mlp["accuracy"]), bal(mlp)])  # fmt: skip
     x = ctx.features(FULL)[idx]
     feats = {clf: score(x, clf) for clf in ("logreg", "mlp", "rf")}
     res["features"] = feats
-    rows.append(["physics features", "-", x.shape[1], pct(feats["logreg"]["accuracy"]),
-                 pct(feats["logreg"]["balanced_accuracy"]), pct(feats["mlp"]["accuracy"]),
-                 pct(feats["mlp"]["balanced_accuracy"])])  # fmt: skip
+    rows.append(["physics features", "-", x.shape[1], pct(feats["logreg"]["accuracy"]), bal(feats["logreg"]),
+                 pct(feats["mlp"]["accuracy"]), bal(feats["mlp"])])  # fmt: skip
     rows.append(["physics features + random forest", "-", x.shape[1], pct(feats["rf"]["accuracy"]),
-                 pct(feats["rf"]["balanced_accuracy"]), "", ""])  # fmt: skip
+                 bal(feats["rf"]), "", ""])  # fmt: skip
     modes = [m for m in ("ae", "vae", "vqvae") if any(k[1] == m for k in grid)]
     dims = sorted({k[0] for k in grid})
     seed_tab = table(["dim", *[m.upper().replace("VQVAE", "VQ-VAE") for m in modes]],
@@ -270,8 +276,9 @@ def run_probe(ctx: Context) -> str:
         "## Linear probe",
         ctx.set_line(idx, level, "probe"),
         f"LogisticRegression (class_weight balanced, standardised inputs) and an MLP probe (128 hidden), "
-        f"{a.cv}-fold stratified cross-validation on the evaluation set; the baseline probes the standardised "
-        "physics features the same way.",
+        f"{a.cv}-fold stratified cross-validation on the evaluation set, repeated with {a.repeats} shuffles "
+        "(mean; balanced accuracy ± its sd over the repeats); the baseline probes the standardised physics "
+        "features the same way.",
         table(["input", "mode", "dim", "linear acc", "linear bal. acc", "MLP acc", "MLP bal. acc"], rows),
         f"Linear-probe accuracy by bottleneck and dimension ({level}):", seed_tab,
     ])  # fmt: skip
@@ -551,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--cv", type=int, default=5, help="cross-validation folds of the baselines and probes")
     common.add_argument("--gp", action="store_true", help="baseline features include the GP fit (slow)")
     common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--repeats", type=int, default=5, help="probe: cross-validations with different shuffles")
     common.add_argument("--threads", type=int, default=1, help="torch threads")
     p = argparse.ArgumentParser(prog="rtf-evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
