@@ -224,8 +224,12 @@ def train(tc: TrainConfig) -> Path:
         print(f"resuming {out} at epoch {start_epoch}", file=sys.stderr)
     rng = np.random.default_rng(tc.seed + start_epoch)
 
-    model.train()
     for epoch in range(start_epoch, tc.epochs):
+        model.train()
+        if tc.train_only:  # frozen modules without dropout: the trained one sees what inference gives it
+            for name, module in model.named_children():
+                if name != tc.train_only:
+                    module.eval()
         batches = length_bucketed_batches(train_ex, tc.batch_size, rng)[:steps_per_epoch]
         totals: dict[str, float] = {}
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch")
