@@ -10,6 +10,7 @@ nothing new is stored, every object is re-read, merged and re-encoded).
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ def main() -> None:
         lcs = generate_survey(SurveyConfig(survey="ztf", n_objects=a.n, seed=31337, min_detections=3))
     n_alerts = sum(len(lc) for lc in lcs)
     catalog = Catalog.open(Settings(database_url=url, index_dir=tmp / "index", threads=a.threads, sync_interval=0))
+    gc.collect()
+    gc.freeze()  # as the service does once it has started (app/main.py)
     try:
         for label in ("new objects", "re-ingest (duplicates)"):
             t0 = time.perf_counter()
