@@ -140,8 +140,14 @@ class LightCurveIn(BaseModel):
         meta = None
         if any(d.meta for d in dets):  # LightCurve.build turns sentinels (-999 ...) and inf/NaN into NaN
             meta = np.full((n, len(META_FIELDS)), np.nan, dtype=np.float32)
-            cells = [(i, META_INDEX[k], v) for i, d in enumerate(dets) if d.meta for k, v in d.meta.items()]
-            rows, cols, values = zip(*cells, strict=True)
+            rows: list[int] = []
+            cols: list[int] = []
+            values: list[float | None] = []
+            for i, d in enumerate(dets):
+                if d.meta:
+                    rows += [i] * len(d.meta)
+                    cols += map(META_INDEX.__getitem__, d.meta)
+                    values += d.meta.values()
             with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, then NaN
                 meta[rows, cols] = np.array(values, dtype=np.float64)  # None -> NaN
         phot: dict[str, np.ndarray] = {}
