@@ -36,6 +36,10 @@ def test_service_endpoints_answer(client):
     assert [m["active"] for m in models].count(True) == 1 and models[0]["dim"] == 64
     text = client.get("/metrics").text
     assert "rtf_request_seconds_bucket" in text and "rtf_catalog_objects" in text
+    assert 'method="GET",route="/readyz",status="200"' in text  # labelled by the matched route and status
+    client.get("/v1/objects/no-such-object")
+    text = client.get("/metrics").text
+    assert 'route="/v1/objects/{object_id}",status="404"' in text
     spec = client.get("/openapi.json").json()
     assert "LightCurveBatch" in spec["components"]["schemas"]
     for path in ("/v1/fingerprints", "/v1/alerts", "/v1/classify"):
