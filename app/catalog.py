@@ -23,7 +23,8 @@ import numpy as np
 from app.settings import Settings
 from encoder.checkpoint import DEFAULT_CHECKPOINT
 from encoder.inference import Encoded, Encoder
-from encoder.lightcurve import BANDS, META_FIELDS, META_INDEX, LightCurve, LightCurveError, clean_meta_value
+from encoder.lightcurve import BANDS, META_FIELDS, LightCurve, LightCurveError
+from encoder.readers import meta_matrix
 from indexing.models import utcnow
 from indexing.persistence import file_sha256, save_index
 from indexing.store import AlertRow, ObjectState, Store, UpperLimitRow
@@ -231,13 +232,7 @@ class Catalog:
             raise UnknownObject(object_id)
         state = state or self.store.get_object(object_id)
         limits = self.store.get_upper_limits(object_id)
-        meta = None
-        if any(a.meta for a in alerts):
-            meta = np.full((len(alerts), len(META_FIELDS)), np.nan, dtype=np.float32)
-            for i, a in enumerate(alerts):
-                for k, v in (a.meta or {}).items():
-                    if k in META_INDEX:
-                        meta[i, META_INDEX[k]] = clean_meta_value(v)
+        meta = meta_matrix([a.meta or {} for a in alerts], META_FIELDS) if any(a.meta for a in alerts) else None
         ul = [u for u in limits if u.mag is not None]
         return LightCurve.build(
             object_id, (state.survey if state and state.survey else "ztf"),
@@ -318,12 +313,13 @@ def _alert_rows(lc: LightCurve, keys: list[str]) -> list[AlertRow]:
             if any(row):
                 metas[i] = _meta_template(tuple(row)) % tuple(v for v, ok in zip(values[i], row, strict=True) if ok)
     time, flux, flux_err = lc.time.tolist(), lc.flux.tolist(), lc.flux_err.tolist()
+    bands = [BANDS[b] for b in lc.band.tolist()]
     return [
         AlertRow(
             alert_key=key,
             object_id=lc.object_id,
             jd=time[i],
-            band=BANDS[lc.band[i]],
+            band=bands[i],
             mag=None if mag[i] != mag[i] else mag[i],
             mag_err=None if mag_err[i] != mag_err[i] else mag_err[i],
             flux=flux[i],

@@ -26,12 +26,12 @@ from encoder.lightcurve import (
     MAX_OBJECT_ID_LENGTH,
     MAX_POINTS,
     META_FIELDS,
-    META_INDEX,
     MJD_OFFSET,
     STAMP_KINDS,
     LightCurve,
     LightCurveError,
 )
+from encoder.readers import meta_matrix
 
 MAX_STAMP_BYTES = 256 * 1024
 
@@ -131,7 +131,6 @@ class LightCurveIn(BaseModel):
     def to_lightcurve(self) -> LightCurve:
         """Validated :class:`LightCurve`; raises :class:`LightCurveError` naming the field."""
         dets = self.detections
-        n = len(dets)
         kinds = {d.mag is not None for d in dets}
         if len(kinds) > 1:
             raise LightCurveError("detections", "mix of mag and flux detections; use one per light curve")
@@ -139,17 +138,7 @@ class LightCurveIn(BaseModel):
         band = np.array([d.band for d in dets])
         meta = None
         if any(d.meta for d in dets):  # LightCurve.build turns sentinels (-999 ...) and inf/NaN into NaN
-            meta = np.full((n, len(META_FIELDS)), np.nan, dtype=np.float32)
-            rows: list[int] = []
-            cols: list[int] = []
-            values: list[float | None] = []
-            for i, d in enumerate(dets):
-                if d.meta:
-                    rows += [i] * len(d.meta)
-                    cols += map(META_INDEX.__getitem__, d.meta)
-                    values += d.meta.values()
-            with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, then NaN
-                meta[rows, cols] = np.array(values, dtype=np.float64)  # None -> NaN
+            meta = meta_matrix([d.meta or {} for d in dets], META_FIELDS)
         phot: dict[str, np.ndarray] = {}
         if kinds == {True}:
             phot["mag"] = np.array([d.mag for d in dets])

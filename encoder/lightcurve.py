@@ -85,19 +85,6 @@ def njyerr_to_mag(flux: np.ndarray, flux_err: np.ndarray) -> np.ndarray:
     return np.divide(2.5 / np.log(10.0) * err, flux, out=np.full(flux.shape, np.nan), where=flux > 0)
 
 
-def clean_meta_value(value: object) -> float:
-    """A metadata value as float, with None, NaN and survey sentinels (-999 ...) as NaN."""
-    if value is None:
-        return np.nan
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return np.nan
-    if not np.isfinite(v) or v in MISSING_SENTINELS:
-        return np.nan
-    return v
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class LightCurve:
     """A source's photometry. Arrays are parallel, sorted by time, (time, band) unique."""

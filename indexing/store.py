@@ -619,16 +619,6 @@ class Store:
         return self._write(run)
 
     # ----------------------------------------------------------------- reads
-    def new_alert_keys(self, keys: Iterable[str]) -> set[str]:
-        """The keys among ``keys`` that are not stored yet (to skip re-encoding duplicates)."""
-        keys = list(dict.fromkeys(keys))
-        seen: set[str] = set()
-        with self.engine.connect() as conn:
-            for part in _chunks(keys):
-                q = select(AlertRecord.alert_key).where(AlertRecord.alert_key.in_(list(part)))
-                seen.update(conn.scalars(q))
-        return set(keys) - seen
-
     @staticmethod
     def _state(r: ObjectRecord) -> ObjectState:
         return ObjectState(

@@ -94,7 +94,6 @@ def test_ingest_roundtrip_and_idempotent(store):
     np.testing.assert_array_equal(store.get_fingerprint("ZTF1", "m1"), fp["ZTF1"])
     assert store.get_fingerprint("ZTF1", "m2") is None and store.get_object("nope") is None
     assert store.count_objects() == 1 and store.count_fingerprints("m1") == 1
-    assert store.new_alert_keys([alerts[0].alert_key, "other"]) == {"other"}
 
 
 def test_alert_meta_as_dict_or_json_text_reads_back_as_a_dict(store):

@@ -163,7 +163,7 @@ class RTFModel(nn.Module):
             # (Seitzer et al. 2022); the plain squared error in standard units keeps the mean honest.
             fit = nll + resid2 / self.phot_scale[2] ** 2
             parts["recon"] = (fit * valid).sum() / valid.sum()
-            parts["mse"] = (((b.phot[..., 2] - mean).pow(2) * valid).sum() / valid.sum()).detach()
+            parts["mse"] = ((resid2 * valid).sum() / valid.sum()).detach()
         else:
             cont, band_logits = self.decoder(z, b.phot.shape[1])
             mse = (cont - self._standard(b)).pow(2).mean(-1)

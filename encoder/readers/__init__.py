@@ -21,6 +21,7 @@ from ._common import (
     clean_stamp,
     iter_packets,
     merge_by_object,
+    meta_matrix,
 )
 from .lightcurve_parquet import read_lightcurves_parquet, write_lightcurves_parquet
 from .lsst_avro import iter_lsst_alerts, lsst_packet_to_lightcurve, read_lsst_avro, write_lsst_avro
@@ -39,6 +40,7 @@ __all__ = [
     "iter_ztf_alerts",
     "lightcurve_from_flux_table",
     "lsst_packet_to_lightcurve",
+    "meta_matrix",
     "packet_to_lightcurve",
     "read_alerce_parquet",
     "read_alert_avro",

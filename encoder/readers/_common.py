@@ -112,7 +112,8 @@ def meta_matrix(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> np.ndarr
         arr = np.array(table, dtype=np.float64).reshape(len(rows), len(fields))
     except (TypeError, ValueError):
         arr = np.column_stack([column(rows, f) for f in fields]) if rows else np.empty((0, len(fields)))
-    return arr.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32: inf, which LightCurve.build turns into NaN
+        return arr.astype(np.float32)
 
 
 def valid_limit(mag: np.ndarray) -> np.ndarray:
