@@ -87,7 +87,8 @@ class Catalog:
     @classmethod
     def open(cls, settings: Settings) -> Catalog:
         ckpt_path = Path(settings.checkpoint) if settings.checkpoint else DEFAULT_CHECKPOINT
-        encoder = Encoder.load(ckpt_path, threads=settings.threads, precision=settings.precision)
+        encoder = Encoder.load(ckpt_path, threads=settings.threads, precision=settings.precision,
+                               cache_dir=settings.cache_dir)  # fmt: skip
         store = Store(settings.database_url)
         store.migrate()
         store.register_model(

@@ -44,6 +44,7 @@ class Metrics:
                                   buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))  # fmt: skip
         self.alerts_ingested = Counter("rtf_alerts_ingested", "new detections stored", registry=self.registry)
         self.catalog_objects = Gauge("rtf_catalog_objects", "objects in the vector index", registry=self.registry)
+        self.in_flight = 0  # requests being served (read by app.deps.encode_lightcurves)
 
 
 class BodyLimit:
@@ -70,8 +71,38 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited, send)
-        except* _BodyTooLarge:  # except*: inside BaseHTTPMiddleware it arrives in an ExceptionGroup
+        except* _BodyTooLarge:  # except*: raised inside a task group it arrives in an ExceptionGroup
             await _too_large(self.max_bytes, send)
+
+
+class RequestMetrics:
+    """Latency of every request by method, matched route and status, into ``metrics.requests``.
+
+    A plain ASGI middleware: ``@app.middleware("http")`` (Starlette's BaseHTTPMiddleware) runs each
+    request in an extra task with memory streams: ~0.7 ms per request here (measured side by side).
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), 500  # 500 unless a response starts (an unhandled error)
+
+        async def observed(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight += 1  # one event loop: no lock needed
+        try:
+            await self.app(scope, receive, observed)
+        finally:
+            self.metrics.in_flight -= 1
+            route = getattr(scope.get("route"), "path", "unmatched")  # set on the scope by the router
+            self.metrics.requests.labels(scope["method"], route, str(status)).observe(time.perf_counter() - t0)
 
 
 class _BodyTooLarge(Exception):
@@ -121,15 +152,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for r in (encode.router, alerts.router, objects.router, anomalies.router, service.router):
         app.include_router(r)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        app.state.metrics.requests.labels(request.method, getattr(route, "path", "unmatched"),
-                                          str(response.status_code)).observe(time.perf_counter() - t0)  # fmt: skip
-        return response
-
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "value_error")}
@@ -155,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # type: ignore[arg-type]
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
     return app
 

@@ -121,7 +121,9 @@ class ModelOut(BaseModel):
     version: str
     dim: int
     active: bool
-    precision: str | None = Field(None, description="fp32 or bf16 arithmetic (the active model only)")
+    precision: str | None = Field(
+        None, description="how the model runs: fp32, bf16 (PyTorch) or onnx (ONNX Runtime); the active model only"
+    )
     coarse_classes: list[str]
     fine_classes: list[str]
     metrics: dict | None = None

@@ -23,9 +23,12 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="when set, write endpoints need it in X-API-Key")
     index_kind: str = Field("auto", description="auto | flat | hnsw | ivf_sq8")
     threads: int = Field(2, ge=1, le=256, description="torch and FAISS threads")
-    precision: Literal["fp32", "bf16", "auto"] = Field(
-        "auto", description="model arithmetic; auto: bf16 where measured faster on this CPU (checked at start)"
+    precision: Literal["fp32", "bf16", "onnx", "auto"] = Field(
+        "auto",
+        description="how the model runs: PyTorch fp32 or bf16, or ONNX Runtime; auto: the fastest measured at start "
+        "on this CPU whose fingerprints stay within cosine 0.999 of fp32",
     )
+    cache_dir: Path = Field(ROOT / "var" / "cache", description="exported ONNX graphs, reused across restarts")
     max_body_bytes: int = Field(16 * 1024 * 1024, description="request bodies larger than this get 413")
     max_batch: int = Field(1000, description="light curves per request")
     max_k: int = Field(1000, description="largest k for neighbour queries")

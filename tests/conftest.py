@@ -75,8 +75,9 @@ def make_settings(tmp_path_factory, demo_file):
     from app.settings import Settings
 
     def make(database_url: str, **kw) -> Settings:
+        # precision "onnx": the path "auto" takes on these machines, without timing it at every start
         base = dict(database_url=database_url, index_dir=tmp_path_factory.mktemp("index"), demo=True,
-                    demo_file=demo_file, threads=1, index_save_every=100)  # fmt: skip
+                    demo_file=demo_file, threads=1, index_save_every=100, precision="onnx")  # fmt: skip
         return Settings(**(base | kw))
 
     return make

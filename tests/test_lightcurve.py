@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import numpy as np
 import pytest
@@ -287,20 +288,44 @@ def test_json_errors_name_the_field(change: dict, field: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "detection",
+    ("detection", "field", "message"),
     [
-        {"band": "g", "mag": 18.0, "mag_err": 0.1},  # no time
-        {"jd": JD0, "mjd": 59000.0, "band": "g", "mag": 18.0, "mag_err": 0.1},  # both times
-        {"jd": JD0, "band": "g", "mag": 18.0},  # mag without error
-        {"jd": JD0, "band": "g", "flux": 18.0},  # flux without error
-        {"jd": JD0, "band": "g", "mag": 18.0, "mag_err": 0.1, "flux": 1.0, "flux_err": 1.0},  # both
-        {"jd": JD0, "band": "g", "mag": 18.0, "mag_err": 0.1, "colour": 1},  # unknown field
-        {"jd": JD0, "band": "g", "mag": 18.0, "mag_err": 0.1, "meta": {"nonsense": 1.0}},  # unknown meta
+        ({"band": "g", "mag": 18.0, "mag_err": 0.1}, "detections[1]", "exactly one of jd or mjd"),
+        ({"jd": JD0, "mjd": 59000.0, "band": "g", "mag": 18.0, "mag_err": 0.1}, "detections[1]", "exactly one"),
+        ({"jd": JD0, "band": "g", "mag": 18.0}, "detections[1]", "mag needs mag_err"),
+        ({"jd": JD0, "band": "g", "flux": 18.0}, "detections[1]", "flux needs flux_err"),
+        ({"jd": JD0, "band": "g", "mag": 18.0, "mag_err": 0.1, "flux": 1.0, "flux_err": 1.0}, "detections[1]", "not both"),
+        ({"jd": JD0, "band": "g", "mag": 18.0, "mag_err": 0.1, "meta": {"rb": 0.9, "nonsense": 1.0}},
+         "detections[1].meta", "unknown meta fields ['nonsense']"),
     ],
-)
-def test_json_structure_errors(detection: dict) -> None:
+)  # fmt: skip
+def test_json_detection_rules_name_the_detection(detection: dict, field: str, message: str) -> None:
+    d = json_lc()
+    d["detections"][1] = detection
+    with pytest.raises(LightCurveError, match=re.escape(message)) as err:
+        LightCurveIn.model_validate(d).to_lightcurve()
+    assert field_of(err) == field
+
+
+def test_json_upper_limit_needs_one_time_and_unknown_fields_are_refused() -> None:
+    d = json_lc(upper_limits=[{"jd": JD0 - 1, "band": "g", "mag": 20.5}, {"band": "r", "mag": 20.5}])
+    with pytest.raises(LightCurveError, match="exactly one of jd or mjd") as err:
+        LightCurveIn.model_validate(d).to_lightcurve()
+    assert field_of(err) == "upper_limits[1]"
+    d = json_lc()
+    d["detections"][0]["colour"] = 1
     with pytest.raises(ValidationError):
-        LightCurveIn.model_validate(json_lc(detections=[detection]))
+        LightCurveIn.model_validate(d)
+
+
+def test_json_mjd_and_jd_give_the_same_light_curve() -> None:
+    by_jd = json_lc()
+    by_mjd = json_lc()
+    for det in by_mjd["detections"][::2]:
+        det["mjd"] = det.pop("jd") - 2400000.5
+    a, b = (LightCurveIn.model_validate(d).to_lightcurve() for d in (by_jd, by_mjd))
+    np.testing.assert_allclose(a.time, b.time, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(a.flux, b.flux)
 
 
 def test_json_empty_too_many_mixed_and_bad_stamp() -> None:

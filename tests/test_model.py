@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from encoder.anomaly import AnomalyScorer
-from encoder.batching import FeatureSpec, collate, make_example
+from encoder.batching import IGNORE, FeatureSpec, collate, make_example
 from encoder.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from encoder.features import FeatureNormalizer, object_features
 from encoder.features.metadata import MetadataNormalizer, metadata_matrix
 from encoder.inference import Encoder
 from encoder.lightcurve import META_FIELDS, LightCurve
-from encoder.model.rtf import ModelConfig, RTFModel
+from encoder.model.rtf import ModelConfig, RTFModel, supervised_contrastive
+from encoder.onnx_model import min_cosine
 from encoder.taxonomy import COARSE_CLASSES, FINE_CLASSES
 
 torch.set_num_threads(1)
@@ -197,19 +198,66 @@ def test_bf16_fingerprints_stay_close_to_fp32(lcs, tmp_path):
     assert cos.min() > 0.99
 
 
-def test_auto_precision_is_measured_and_keeps_fingerprints(lcs, tmp_path):
+@pytest.fixture(scope="module")
+def exported(lcs, tmp_path_factory):
+    """A checkpoint and a cache folder holding its exported ONNX graph (the export takes seconds)."""
+    torch.manual_seed(1)
     spec = make_spec(lcs)
-    ckpt = load_checkpoint_from(RTFModel(small_config(spec)).eval(), spec, tmp_path)
-    auto = Encoder(ckpt, precision="auto")
-    assert auto.precision in ("fp32", "bf16")
-    assert auto.calibration["fp32"] > 0 and auto.calibration["bf16"] > 0
-    if auto.precision == "bf16":
-        assert auto.calibration["min_cosine"] >= 0.999
-        assert auto.calibration["bf16"] <= 0.85 * auto.calibration["fp32"]
+    tmp = tmp_path_factory.mktemp("onnx")
+    ckpt = load_checkpoint_from(RTFModel(small_config(spec)).eval(), spec, tmp)
+    onnx = Encoder(ckpt, precision="onnx", cache_dir=tmp / "cache")
+    return ckpt, tmp / "cache", onnx
+
+
+def test_onnx_runtime_computes_what_pytorch_does(lcs, exported):
+    ckpt, _, onnx = exported
+    assert onnx.precision == "onnx" and not onnx.onnx.from_cache
+    rng = np.random.default_rng(5)
+    mixed = [*lcs, bazin_lc(90, rng, n=1), bazin_lc(91, rng, n=70)]  # one detection; beyond max_len
+    assert max(len(lc) for lc in mixed) > ckpt.spec.max_len
+    want, got = Encoder(ckpt).encode(mixed), onnx.encode(mixed)
+    assert min_cosine(want.vectors, got.vectors) >= 0.999
+    np.testing.assert_allclose(got.misfit, want.misfit, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(got.fine_probs, want.fine_probs, atol=1e-4)
+    np.testing.assert_allclose(got.anomaly, want.anomaly, atol=1e-3)
+    one = onnx.encode(mixed[:1]).vectors  # a batch of one gives what it gives within a batch
+    np.testing.assert_allclose(one[0], got.vectors[0], atol=1e-5)
+
+
+def test_onnx_graph_is_reused_from_the_cache_and_a_damaged_one_replaced(lcs, exported):
+    ckpt, cache, first = exported
+    (path,) = cache.glob("*.onnx")
+    assert ckpt.version in path.name
+    again = Encoder(ckpt, precision="onnx", cache_dir=cache)
+    assert again.onnx.from_cache
+    np.testing.assert_array_equal(again.encode(lcs).vectors, first.encode(lcs).vectors)
+    path.write_bytes(b"not an onnx graph")
+    repaired = Encoder(ckpt, precision="onnx", cache_dir=cache)
+    assert not repaired.onnx.from_cache and path.stat().st_size > 10_000
+    np.testing.assert_allclose(repaired.encode(lcs).vectors, first.encode(lcs).vectors, atol=1e-6)
+
+
+def test_auto_precision_is_measured_and_keeps_fingerprints(lcs, exported):
+    ckpt, cache, _ = exported
+    auto = Encoder(ckpt, precision="auto", cache_dir=cache)
+    assert auto.precision in ("fp32", "bf16", "onnx")
+    assert all(auto.calibration[p] > 0 for p in ("fp32", "bf16", "onnx"))
+    if auto.precision != "fp32":
+        assert auto.calibration[f"{auto.precision}_min_cosine"] >= 0.999
+        assert auto.calibration[auto.precision] <= 0.85 * auto.calibration["fp32"]
+    assert (auto.onnx is not None) == (auto.precision == "onnx")
     a, b = Encoder(ckpt).encode(lcs).vectors, auto.encode(lcs).vectors
     assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.99
     with pytest.raises(ValueError, match="precision"):
         Encoder(ckpt, precision="fp16")
+
+
+def test_auto_precision_without_an_onnx_export_says_why(lcs, tmp_path):
+    spec = make_spec(lcs)
+    ckpt = load_checkpoint_from(RTFModel(small_config(spec, decoder="position")).eval(), spec, tmp_path)
+    auto = Encoder(ckpt, precision="auto", cache_dir=tmp_path / "cache")
+    assert auto.precision in ("fp32", "bf16") and auto.onnx is None
+    assert "position decoder" in auto.calibration["onnx_error"]
 
 
 def test_reconstruct_returns_a_curve_per_band(lcs, tmp_path):
@@ -224,3 +272,17 @@ def load_checkpoint_from(model: RTFModel, spec: FeatureSpec, tmp_path):
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, model, spec, AnomalyScorer.unfitted(None))
     return load_checkpoint(path)
+
+
+def test_supervised_contrastive_loss_prefers_fingerprints_grouped_by_class():
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, IGNORE, IGNORE])
+    centres = torch.randn(3, 16) * 3
+    grouped = centres[labels.clamp(min=0)] + 0.1 * torch.randn(10, 16)
+    shuffled = grouped[torch.randperm(10)]
+    assert supervised_contrastive(grouped, labels) < supervised_contrastive(shuffled, labels) - 1.0
+    # unlabelled fingerprints take no part: moving them changes nothing
+    moved = grouped.clone()
+    moved[8:] = torch.randn(2, 16) * 10
+    assert torch.isclose(supervised_contrastive(moved, labels), supervised_contrastive(grouped, labels))
+    assert supervised_contrastive(grouped, torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])) == 0  # no pairs

@@ -85,3 +85,13 @@ def test_grow_a_film_decoder_and_train_it_alone(base_run, tmp_path):
 def test_init_from_a_different_architecture_is_refused(base_run, tmp_path):
     with pytest.raises(SystemExit, match="architecture differs"):
         train(tiny_run(tmp_path / "bad", model=replace(TINY, d_model=24), init_from=str(base_run / "model.pt")))
+
+
+def test_fine_tuning_on_other_data_keeps_the_normalisation_and_learns_from_labels(base_run, tmp_path):
+    out = tmp_path / "tuned"
+    train(tiny_run(out, data=["synthetic:ztf:60:11"], init_from=str(base_run / "model.pt"), contrastive_weight=1.0))
+    start, tuned = load_checkpoint(base_run / "model.pt").spec, load_checkpoint(out / "model.pt").spec
+    assert np.array_equal(start.obj_norm.centre, tuned.obj_norm.centre)  # the inputs mean what the weights learned
+    assert np.array_equal(start.meta_norm.scale, tuned.meta_norm.scale)
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert "contrastive" in history[0] and np.isfinite(history[0]["contrastive"])

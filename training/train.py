@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from encoder.anomaly import AnomalyScorer
 from encoder.batching import IGNORE, Example, FeatureSpec, collate, make_example, raw_object_features
-from encoder.checkpoint import Checkpoint, save_checkpoint
+from encoder.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from encoder.features import FeatureNormalizer
 from encoder.features.metadata import MetadataNormalizer, metadata_matrix
 from encoder.inference import Encoder
@@ -46,6 +46,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # architecture and inputs (classes set here)
     gp_fit: bool = True
     cls_weight: float = 0.5
+    contrastive_weight: float = 0.0  # supervised contrastive loss on the fingerprints (labelled objects)
     num_classes: int = 7
     random_truncate: bool = False
     min_detections: int = 3
@@ -170,13 +171,20 @@ def train(tc: TrainConfig) -> Path:
 
     spec = FeatureSpec(max_len=m.max_len, use_metadata=m.use_metadata, use_images=m.use_images,
                        use_gp=m.use_gp, gp_fit=tc.gp_fit)  # fmt: skip
+    # fine-tuning keeps the normalisation its weights were trained with (a small fine-tuning set,
+    # such as one survey's labelled objects, would otherwise shift every input)
+    start = load_checkpoint(tc.init_from) if tc.init_from else None
     if m.use_metadata:
-        spec.meta_norm = MetadataNormalizer.fit(metadata_matrix(lc) for lc in train_lcs)
+        spec.meta_norm = (
+            start.spec.meta_norm if start else MetadataNormalizer.fit(metadata_matrix(lc) for lc in train_lcs)
+        )
     raw_train = raw_val = None
     if m.use_gp:
         raw_train = compute_raw_features(train_lcs, spec, tc.workers)
         raw_val = compute_raw_features(val_lcs, spec, tc.workers)
-        spec.obj_norm = FeatureNormalizer.fit(np.concatenate([r[0] for r in raw_train]))
+        spec.obj_norm = (
+            start.spec.obj_norm if start else FeatureNormalizer.fit(np.concatenate([r[0] for r in raw_train]))
+        )
     from encoder.features import OBJECT_FEATURE_NAMES
 
     coarse = list(SEED_COARSE_CLASSES if tc.num_classes == 5 else COARSE_CLASSES)
@@ -187,12 +195,10 @@ def train(tc: TrainConfig) -> Path:
     val_ex = prepare_examples(val_lcs, spec, cfg, raw_val)
 
     model = RTFModel(cfg)
-    if tc.init_from:
-        from encoder.checkpoint import load_checkpoint
-
+    if start is not None:
         # strict except for modules the new config adds that start neutral (the decoder's FiLM)
         try:
-            missing, unexpected = model.load_state_dict(load_checkpoint(tc.init_from).model.state_dict(), strict=False)
+            missing, unexpected = model.load_state_dict(start.model.state_dict(), strict=False)
         except RuntimeError as exc:  # shapes differ
             raise SystemExit(f"--init-from {tc.init_from}: architecture differs: {exc}") from exc
         if unexpected or any(not k.startswith("decoder.film.") for k in missing):
@@ -237,7 +243,7 @@ def train(tc: TrainConfig) -> Path:
             batch_ex = [train_ex[i] for i in idx]
             lengths = truncation_lengths(batch_ex, rng, tc.min_detections) if tc.random_truncate else None
             b = collate(batch_ex, spec, lengths)
-            parts = model.loss(b, model(b), tc.cls_weight)
+            parts = model.loss(b, model(b), tc.cls_weight, tc.contrastive_weight)
             opt.zero_grad(set_to_none=True)
             parts["total"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -294,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gp-fit", action="store_true", help="with --use-gp: physics features only, skip the GP")
     p.add_argument("--gp-dim", type=int, help="accepted for the seed's CLI; the feature count is fixed by the code")
     p.add_argument("--cls-weight", type=float, default=0.5)
+    p.add_argument(
+        "--contrastive-weight",
+        type=float,
+        default=0.0,
+        help="supervised contrastive loss on the fingerprints of labelled objects (metric learning)",
+    )
     p.add_argument("--num-classes", type=int, choices=[5, 7], default=7)
     p.add_argument("--random-truncate", action="store_true")
     p.add_argument("--min-detections", type=int, default=3)
@@ -331,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
         train(TrainConfig(
             data=a.data, out=out, model=model, gp_fit=not a.no_gp_fit, cls_weight=a.cls_weight,
+            contrastive_weight=a.contrastive_weight,
             num_classes=a.num_classes, random_truncate=a.random_truncate, min_detections=a.min_detections,
             epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, unlabelled=a.unlabelled,
             init_from=a.init_from, train_only=a.train_only, workers=a.workers, threads=a.threads,

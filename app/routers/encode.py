@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from app.catalog import top_label
-from app.deps import CatalogDep, LightCurvesDep
+from app.deps import CatalogDep, LightCurvesDep, encode_lightcurves
 from app.routers._docs import LIGHTCURVE_BODY, errors
 from app.schemas import ClassifyResponse, Fingerprint, FingerprintsResponse, Prediction
 
@@ -14,9 +14,9 @@ router = APIRouter(prefix="/v1", tags=["encode"])
 
 @router.post("/fingerprints", response_model=FingerprintsResponse, openapi_extra=LIGHTCURVE_BODY,
              responses=errors(413, 415, 422))  # fmt: skip
-def fingerprints(catalog: CatalogDep, lcs: LightCurvesDep) -> FingerprintsResponse:
+async def fingerprints(request: Request, catalog: CatalogDep, lcs: LightCurvesDep) -> FingerprintsResponse:
     """The fingerprint of each posted light curve (nothing is stored)."""
-    enc = catalog.encode(lcs)
+    enc = await encode_lightcurves(request, catalog, lcs)
     return FingerprintsResponse(
         model=catalog.version, dim=catalog.encoder.dim,
         fingerprints=[Fingerprint(object_id=o, vector=v.tolist()) for o, v in zip(enc.object_ids, enc.vectors, strict=True)],
@@ -25,9 +25,9 @@ def fingerprints(catalog: CatalogDep, lcs: LightCurvesDep) -> FingerprintsRespon
 
 @router.post("/classify", response_model=ClassifyResponse, openapi_extra=LIGHTCURVE_BODY,
              responses=errors(413, 415, 422))  # fmt: skip
-def classify(catalog: CatalogDep, lcs: LightCurvesDep) -> ClassifyResponse:
+async def classify(request: Request, catalog: CatalogDep, lcs: LightCurvesDep) -> ClassifyResponse:
     """Class probabilities (coarse and fine) and the anomaly score of each posted light curve."""
-    enc = catalog.encode(lcs)
+    enc = await encode_lightcurves(request, catalog, lcs)
     preds = []
     for i, oid in enumerate(enc.object_ids):
         coarse, fine = catalog.probabilities(enc, i)

@@ -29,7 +29,7 @@ def models(catalog: CatalogDep) -> ModelsResponse:
 
 
 @router.get("/healthz")
-def healthz() -> dict:
+async def healthz() -> dict:
     """Liveness: the process answers."""
     return {"status": "ok"}
 

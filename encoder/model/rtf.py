@@ -99,8 +99,10 @@ class RTFModel(nn.Module):
         phot = (b.phot - self.phot_shift) / self.phot_scale
         x = phot if not self.cfg.use_metadata else torch.cat([phot, b.meta], dim=-1)
         tokens = self.token(x) + self.time(b.phot[..., 0])
-        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)
+        tokens = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         pad = F.pad(b.pad_mask, (1, 0), value=False)
+        if not (torch.jit.is_tracing() or torch.compiler.is_exporting()) and not pad.any():
+            pad = None  # nothing padded (one light curve, or equal lengths): attention without a mask is faster
         h = self.norm(self.body(tokens, src_key_padding_mask=pad)[:, 0])
         if self.image is not None and b.stamps is not None:
             h = h + self.image(b.stamps) * b.has_stamp.unsqueeze(1)
@@ -150,7 +152,8 @@ class RTFModel(nn.Module):
         return (b.phot[..., :4] - self.phot_shift[:4]) / self.phot_scale[:4]
 
     # ---------------------------------------------------------------- training objective
-    def loss(self, b: Batch, out: dict[str, torch.Tensor], cls_weight: float = 0.5) -> dict[str, torch.Tensor]:
+    def loss(self, b: Batch, out: dict[str, torch.Tensor], cls_weight: float = 0.5,
+             contrastive_weight: float = 0.0) -> dict[str, torch.Tensor]:  # fmt: skip
         z, valid = out["z"], ~b.pad_mask
         parts: dict[str, torch.Tensor] = {}
         if self.cfg.decoder == "query":
@@ -174,8 +177,26 @@ class RTFModel(nn.Module):
             logits, y = out.get(f"{name}_logits"), getattr(b, f"y_{name}")
             if logits is not None and y is not None and (y != IGNORE).any():
                 parts[name] = cls_weight * F.cross_entropy(logits, y, ignore_index=IGNORE)
+        if contrastive_weight and b.y_fine is not None and (b.y_fine != IGNORE).sum() > 1:
+            parts["contrastive"] = contrastive_weight * supervised_contrastive(out["fingerprint"], b.y_fine)
         for name in ("kl", "vq"):
             if name in out:
                 parts[name] = out[name] * (0.01 if name == "kl" else 1.0)
         parts["total"] = sum(v for k, v in parts.items() if k != "mse")
         return parts
+
+
+def supervised_contrastive(fingerprint: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) on the cosine of fingerprints: each labelled
+    fingerprint is pulled towards those of its class in the batch and pushed from the others, so the
+    labels shape the geometry that neighbour search uses (a classifier head alone need not)."""
+    keep = labels != IGNORE
+    z, y = F.normalize(fingerprint[keep], dim=-1), labels[keep]
+    self_pair = torch.eye(len(y), dtype=torch.bool, device=z.device)
+    sim = (z @ z.T / temperature).masked_fill(self_pair, float("-inf"))
+    positive = (y[:, None] == y[None, :]) & ~self_pair
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    has = positive.any(1)
+    if not has.any():
+        return sim.new_zeros(())
+    return -(log_prob.masked_fill(~positive, 0.0).sum(1)[has] / positive.sum(1)[has]).mean()
