@@ -51,10 +51,6 @@ def balanced(lcs: list[LightCurve], per_class: int) -> list[LightCurve]:
     return out
 
 
-def fold_hits(vectors: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    return metrics.same_class_hits(vectors, labels, K, "cosine")[queries]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="ztf_bts_dev.parquet")
@@ -79,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(labels, labels))
     hits = {name: {v: np.full(len(lcs), np.nan) for v in views} for name in ("default", "fine-tuned")}
+    default = Encoder.load(args.checkpoint)  # the same fingerprints for every fold: encode once
+    default_hits = {v: metrics.same_class_hits(default.encode(view_lcs).vectors, labels, K, "cosine")
+                    for v, view_lcs in views.items()}  # fmt: skip
     for f, (_, test) in enumerate(folds):
         if args.only_fold is not None and f != args.only_fold:
             continue
@@ -96,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
                 "--contrastive-weight", str(args.contrastive_weight),
                 "--seed", str(args.seed), "--out", str(run / "model"),
             ])  # fmt: skip
-        for name, path in (("default", args.checkpoint), ("fine-tuned", run / "model" / "model.pt")):
-            enc = Encoder.load(path)
-            for v, view_lcs in views.items():
-                hits[name][v][test] = fold_hits(enc.encode(view_lcs).vectors, labels, test)
+        tuned = Encoder.load(run / "model" / "model.pt")
+        for v, view_lcs in views.items():
+            hits["default"][v][test] = default_hits[v][test]
+            hits["fine-tuned"][v][test] = metrics.same_class_hits(tuned.encode(view_lcs).vectors, labels, K, "cosine")[
+                test
+            ]
     done = ~np.isnan(hits["fine-tuned"]["full"])
     y = labels[done]
     res = {name: {v: metrics.macro_by_class(h[v][done], y) for v in views} for name, h in hits.items()}

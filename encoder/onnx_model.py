@@ -33,14 +33,20 @@ class OnnxExportError(RuntimeError):
     """The model could not be exported, or its export does not compute what the model does."""
 
 
-def run_torch(model: RTFModel, batch: Batch) -> dict[str, np.ndarray]:
-    """The inference outputs of one batch from the PyTorch model, as float32 arrays."""
+def inference_outputs(model: RTFModel, batch: Batch) -> dict[str, torch.Tensor]:
+    """What inference serves of one batch: fingerprint, misfit and class probabilities per head
+    (in this order: the exported graph's outputs)."""
     out = model(batch)
     res = {"fingerprint": out["fingerprint"], "misfit": model.misfit(out["z"], batch)}
     for head in ("coarse", "fine"):
         if f"{head}_logits" in out:
             res[f"{head}_probs"] = torch.softmax(out[f"{head}_logits"].float(), -1)
-    return {k: v.float().numpy() for k, v in res.items()}
+    return res
+
+
+def run_torch(model: RTFModel, batch: Batch) -> dict[str, np.ndarray]:
+    """The inference outputs of one batch from the PyTorch model, as float32 arrays."""
+    return {k: v.float().numpy() for k, v in inference_outputs(model, batch).items()}
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,11 +62,7 @@ class _Exported(nn.Module):
         self.model, self.inputs = model, inputs
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        b = Batch(**dict(zip(self.inputs, tensors, strict=True)))
-        out = self.model(b)
-        res = [out["fingerprint"], self.model.misfit(out["z"], b)]
-        res += [torch.softmax(out[f"{h}_logits"], -1) for h in ("coarse", "fine") if f"{h}_logits" in out]
-        return tuple(res)
+        return tuple(inference_outputs(self.model, Batch(**dict(zip(self.inputs, tensors, strict=True)))).values())
 
 
 def export_onnx(model: RTFModel, example: Batch, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> bytes:
