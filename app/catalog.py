@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
+from itertools import compress
 from pathlib import Path
 
 import numpy as np
@@ -312,7 +313,7 @@ def _alert_rows(lc: LightCurve, keys: list[str]) -> list[AlertRow]:
         values = lc.meta.astype(np.float64).tolist()
         for i, row in enumerate(present.tolist()):
             if any(row):
-                metas[i] = _meta_template(tuple(row)) % tuple(v for v, ok in zip(values[i], row, strict=True) if ok)
+                metas[i] = _meta_template(tuple(row)) % tuple(compress(values[i], row))
     time, flux, flux_err = lc.time.tolist(), lc.flux.tolist(), lc.flux_err.tolist()
     bands = [BANDS[b] for b in lc.band.tolist()]
     return [

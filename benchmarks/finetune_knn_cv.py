@@ -9,7 +9,8 @@ then every object is encoded and the held-out fold's objects are the queries: th
 classes, then over classes — the metric of ``rtf-evaluate knn``. The baselines see the same folds:
 physics features (cosine, unsupervised) and physics features + shrinkage LDA fitted on the other
 folds' labels. Rare classes are repeated in the fine-tuning set (random truncation makes the copies
-differ) so that 911 SNIa do not drown 3 TDE.
+differ) so that 911 SNIa do not drown 3 TDE. With ``--early-copies`` the labelled set also holds each
+labelled light curve cut to its first 30 days, the view a real-time query has.
 
     python benchmarks/finetune_knn_cv.py --data ../shared/data/ztf_bts_dev.parquet --out runs/knn_cv
 """
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cls-weight", type=float, default=0.5)
     ap.add_argument("--contrastive-weight", type=float, default=20.0)
     ap.add_argument("--per-class", type=int, default=150, help="repeat rare classes up to this many light curves")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--early-copies", action="store_true", help="add each labelled curve's first 30 days")
+    ap.add_argument("--seed", type=int, default=0, help="fold split and training seed")
     args = ap.parse_args(argv)
 
     every = read_bts_parquet(args.data)
@@ -85,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         run.mkdir(parents=True, exist_ok=True)
         held = {lcs[i].object_id for i in test}
         labelled = [lc for lc in every if lc.object_id not in held and lc.label]
+        if args.early_copies:
+            early = metrics.first_days(labelled)
+            cut = [e for e, lc in zip(early, labelled, strict=True) if len(e) < len(lc)]
+            labelled += [replace(e, object_id=f"{e.object_id}@30d") for e in cut]
         write_lightcurves_parquet(balanced(labelled, args.per_class), run / "labelled.parquet")
         write_lightcurves_parquet([lc for lc in every if lc.object_id in held], run / "heldout.parquet")
         if not (run / "model" / "model.pt").exists():

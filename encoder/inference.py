@@ -7,7 +7,8 @@ while the model runs was measured slower on 2 cores: the features hold the GIL.)
 ``precision`` picks how the model runs: ``"fp32"`` (PyTorch), ``"bf16"`` (PyTorch under bfloat16
 autocast), ``"onnx"`` (ONNX Runtime, fp32, exported at load: :mod:`encoder.onnx_model`). ``"auto"``
 times each on a calibration batch at load and keeps the fastest that is faster than fp32 by 15 % or
-more with every calibration fingerprint within cosine 0.999 of fp32.
+more with every calibration fingerprint within cosine 0.999 of fp32 (bf16 only on a CPU with bf16
+instructions: emulated, it was 3-6x slower than fp32 wherever we measured it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoder.batching import Batch, Example, collate, make_example
+from encoder.batching import Batch, Example, collate, make_example, make_examples
 from encoder.checkpoint import Checkpoint, load_checkpoint
 from encoder.lightcurve import BAND_INDEX, LightCurve
 from encoder.onnx_model import OnnxExportError, OnnxModel, min_cosine, run_torch
@@ -93,7 +94,7 @@ class Encoder:
 
     # ---------------------------------------------------------------- encoding
     def examples(self, lcs: list[LightCurve]) -> list[Example]:
-        return [make_example(lc, self.spec) for lc in lcs]
+        return make_examples(lcs, self.spec)
 
     def encode(self, lcs: list[LightCurve]) -> Encoded:
         return self.encode_examples(self.examples(lcs))
@@ -162,7 +163,10 @@ class Encoder:
             self.onnx = self._export_onnx(threads)
         except OnnxExportError as exc:
             measured["onnx_error"] = str(exc)
-        candidates = ("fp32", "bf16", "onnx") if self.onnx is not None else ("fp32", "bf16")
+        candidates = ["fp32", "bf16", "onnx"] if self.onnx is not None else ["fp32", "bf16"]
+        if cpu_has_native_bf16() is False:  # emulated: 3-6x slower than fp32 wherever we measured it
+            candidates.remove("bf16")
+            measured["bf16_skipped"] = "no native bf16 instructions on this CPU (avx512_bf16 / amx_bf16)"
         onnx, vectors = self.onnx, {}
         for precision in candidates:
             self.precision, self.onnx = precision, onnx if precision == "onnx" else None
@@ -214,3 +218,20 @@ class Encoder:
         mag = -2.5 * logflux  # channel = -0.4 mag for bright points
         sigma = 2.5 * np.exp(log_sigma.numpy().reshape(len(bands), len(t_rel)))
         return mag, sigma
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether the CPU has bfloat16 instructions (x86 ``avx512_bf16`` / ``amx_bf16``, Arm ``bf16``);
+    None where that cannot be read (not Linux): then ``auto`` measures bf16 like the others."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    if not flags:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})

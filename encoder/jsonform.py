@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from itertools import repeat
+from operator import is_not
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -149,8 +151,9 @@ def _lightcurve_from_rows(object_id: str, survey: str, detections: list[dict], u
     Checks what goes together (one time, one kind of photometry, known metadata names) for all points
     at once, naming the first point at fault, and leaves the physics to :meth:`LightCurve.build`.
     """
+    n = len(detections)
     col = {name: [d.get(name) for d in detections] for name in _PHOTOMETRY}
-    given = {name: np.array([v is not None for v in values], dtype=bool) for name, values in col.items()}
+    given = {name: np.fromiter(map(is_not, values, repeat(None)), dtype=bool, count=n) for name, values in col.items()}
     has_mag, has_flux = given["mag"] | given["mag_err"], given["flux"] | given["flux_err"]
     _first_bad("detections", given["jd"] == given["mjd"], "give exactly one of jd or mjd")
     _first_bad("detections", has_mag == has_flux, "give mag and mag_err, or flux and flux_err (not both)")

@@ -354,12 +354,12 @@ def _band_indices(group: str, band: object, n: int, survey: str) -> np.ndarray:
             raise LightCurveError(f"{group}[{i}].band", f"band index {arr[i]} out of range")
         idx = arr.astype(np.int8)
     else:
-        idx = np.empty(n, dtype=np.int8)
-        for i, b in enumerate(arr.tolist()):
-            j = BAND_INDEX.get(b) if isinstance(b, str) else None
-            if j is None:
-                raise LightCurveError(f"{group}[{i}].band", f"unknown band {b!r}; {survey} has {list(allowed)}")
-            idx[i] = j
+        names = arr.tolist()
+        codes = [BAND_INDEX.get(b) if isinstance(b, str) else None for b in names]
+        if None in codes:
+            i = codes.index(None)
+            raise LightCurveError(f"{group}[{i}].band", f"unknown band {names[i]!r}; {survey} has {list(allowed)}")
+        idx = np.array(codes, dtype=np.int8)
     allowed_idx = [BAND_INDEX[b] for b in allowed]
     bad = ~np.isin(idx, allowed_idx)
     if bad.any():

@@ -47,8 +47,9 @@ def as_json(lcs) -> dict:
 
 class Server:
     def __init__(self, env: dict[str, str], *, port: int | None = None, log_path: Path | None = None,
-                 ready_timeout: float = 180.0):  # fmt: skip
+                 ready_timeout: float = 180.0, cwd: Path = ROOT):  # fmt: skip
         self.env = {k: str(v) for k, v in env.items()}
+        self.cwd = cwd  # the checkout whose app runs (benchmarks/ab_latency.py compares two)
         self.port = port or free_port()
         self.log_path = Path(log_path or tempfile.mkstemp(prefix="rtf-server-", suffix=".log")[1])
         self.ready_timeout = ready_timeout
@@ -68,7 +69,7 @@ class Server:
             self.proc = subprocess.Popen(
                 [PYTHON, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port),
                  "--log-level", "info"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         finally:
             log.close()

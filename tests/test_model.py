@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from encoder.anomaly import AnomalyScorer
-from encoder.batching import IGNORE, FeatureSpec, collate, make_example
+from encoder.batching import IGNORE, FeatureSpec, collate, make_example, make_examples
 from encoder.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from encoder.features import FeatureNormalizer, object_features
 from encoder.features.metadata import MetadataNormalizer, metadata_matrix
-from encoder.inference import Encoder
+from encoder.inference import Encoder, cpu_has_native_bf16
 from encoder.lightcurve import META_FIELDS, LightCurve
 from encoder.model.rtf import ModelConfig, RTFModel, supervised_contrastive
 from encoder.onnx_model import min_cosine
@@ -114,6 +114,21 @@ def test_truncated_view_is_a_prefix(lcs):
     # a truncated view is what the light curve looked like at its 3rd detection
     alone = collate([make_example(lc.first(3), spec)], spec)
     assert torch.allclose(alone.phot[0], b.phot[0, :3])
+
+
+def test_many_light_curves_at_once_give_exactly_their_one_at_a_time_features(lcs):
+    spec = make_spec(lcs)
+    rng = np.random.default_rng(5)
+    mixed = [lcs[0].first(1), *lcs[:6], bazin_lc(50, rng, n=60)]  # lengths 1 .. 60, one longer than max_len
+    together = make_examples(mixed, spec)
+    for lc, ex in zip(mixed, together, strict=True):
+        alone = make_example(lc, spec)
+        assert ex.object_id == alone.object_id and len(ex) == len(lc)
+        for name in ("phot", "t_rel", "band", "meta", "objfeat", "levels"):
+            a, b = getattr(ex, name), getattr(alone, name)
+            assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), name
+    assert together[1].phot[0, 1] == 0.0  # each light curve's first detection has no previous one
+    assert make_examples([], spec) == []
 
 
 def test_long_light_curves_keep_their_most_recent_detections(lcs):
@@ -241,7 +256,9 @@ def test_auto_precision_is_measured_and_keeps_fingerprints(lcs, exported):
     ckpt, cache, _ = exported
     auto = Encoder(ckpt, precision="auto", cache_dir=cache)
     assert auto.precision in ("fp32", "bf16", "onnx")
-    assert all(auto.calibration[p] > 0 for p in ("fp32", "bf16", "onnx"))
+    timed = ("fp32", "onnx") if cpu_has_native_bf16() is False else ("fp32", "bf16", "onnx")
+    assert all(auto.calibration[p] > 0 for p in timed)
+    assert ("bf16_skipped" in auto.calibration) == ("bf16" not in timed)
     if auto.precision != "fp32":
         assert auto.calibration[f"{auto.precision}_min_cosine"] >= 0.999
         assert auto.calibration[auto.precision] <= 0.85 * auto.calibration["fp32"]
@@ -258,6 +275,19 @@ def test_auto_precision_without_an_onnx_export_says_why(lcs, tmp_path):
     auto = Encoder(ckpt, precision="auto", cache_dir=tmp_path / "cache")
     assert auto.precision in ("fp32", "bf16") and auto.onnx is None
     assert "position decoder" in auto.calibration["onnx_error"]
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n")
+    assert cpu_has_native_bf16(info) is False
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    assert cpu_has_native_bf16(info) is True
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")  # Arm
+    assert cpu_has_native_bf16(info) is True
+    assert cpu_has_native_bf16(tmp_path / "absent") is None
+    info.write_text("nothing useful\n")
+    assert cpu_has_native_bf16(info) is None
 
 
 def test_reconstruct_returns_a_curve_per_band(lcs, tmp_path):

@@ -24,10 +24,15 @@ OBJECT_FEATURE_NAMES: tuple[str, ...] = PHYSICS_FEATURE_NAMES + GP_FEATURE_NAMES
 N_OBJECT_FEATURES = len(OBJECT_FEATURE_NAMES)
 
 
-def object_features(lc: LightCurve, use_gp: bool = True) -> np.ndarray:
-    """(len(OBJECT_FEATURE_NAMES),) float32: physics then GP features (GP part NaN if not use_gp)."""
+def object_features(
+    lc: LightCurve, use_gp: bool = True, mags: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """(len(OBJECT_FEATURE_NAMES),) float32: physics then GP features (GP part NaN if not use_gp).
+
+    ``mags``: the light curve's ``luptitude(flux, flux_err)`` when the caller has it already.
+    """
     gp = gp_features(lc) if use_gp else np.full(len(GP_FEATURE_NAMES), np.nan, dtype=np.float32)
-    return np.concatenate([physics_features(lc), gp]).astype(np.float32)
+    return np.concatenate([physics_features(lc, mags), gp]).astype(np.float32)
 
 
 class FeatureNormalizer(RobustNormalizer):

@@ -49,13 +49,27 @@ def luptitude(flux: np.ndarray, flux_err: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def photometry_channels(lc: LightCurve) -> np.ndarray:
     """(n, 10) float32 channels in :data:`PHOT_CHANNELS` order."""
-    t = np.asarray(lc.time, dtype=np.float64)
+    logflux = asinh_logflux(lc.flux, lc.flux_err)
+    return photometry_channels_many(lc.time, logflux, lc.band, np.zeros(1, dtype=np.int64))
+
+
+def photometry_channels_many(
+    time: np.ndarray, logflux: tuple[np.ndarray, np.ndarray], band: np.ndarray, starts: np.ndarray
+) -> np.ndarray:
+    """:func:`photometry_channels` of several light curves laid end to end.
+
+    ``logflux`` = :func:`asinh_logflux` of their detections; ``starts`` = the first row of each.
+    """
+    t = np.asarray(time, dtype=np.float64)
     n = len(t)
     out = np.zeros((n, len(PHOT_CHANNELS)), dtype=np.float64)
     if n == 0:
         return out.astype(np.float32)
-    out[:, 0] = np.log1p(np.maximum(t - t[0], 0.0))
+    starts = np.asarray(starts, dtype=np.int64)
+    first = np.repeat(t[starts], np.diff(np.append(starts, n)))
+    out[:, 0] = np.log1p(np.maximum(t - first, 0.0))
     out[1:, 1] = np.log1p(np.maximum(np.diff(t), 0.0))
-    out[:, 2], out[:, 3] = asinh_logflux(lc.flux, lc.flux_err)
-    out[np.arange(n), 4 + np.asarray(lc.band, dtype=np.intp)] = 1.0
+    out[starts, 1] = 0.0  # the first detection of each light curve has no previous one
+    out[:, 2], out[:, 3] = logflux
+    out[np.arange(n), 4 + np.asarray(band, dtype=np.intp)] = 1.0
     return out.astype(np.float32)

@@ -79,33 +79,35 @@ def feature_groups() -> dict[str, slice]:
     return out
 
 
-def _band_block(t: np.ndarray, m: np.ndarray, e: np.ndarray, f: np.ndarray, fe: np.ndarray, t0: float) -> np.ndarray:
-    out = np.full(N_BAND, np.nan)
+def _band_block(
+    out: np.ndarray, t: np.ndarray, m: np.ndarray, e: np.ndarray, f: np.ndarray, fe: np.ndarray, t0: float
+) -> None:
+    """Fill ``out`` (N_BAND values, NaN on entry) with one band's features (under np.errstate(all="ignore"))."""
     n = len(t)
     out[0] = n
     if n == 0:
-        return out
-    k = int(np.argmin(m))
+        return
+    k = int(m.argmin())
+    t_first, t_peak, t_last = t[0].item(), t[k].item(), t[-1].item()
     out[1] = m[k]
-    out[2] = t[k] - t0
-    out[3] = t[-1] - t[0]
-    if t[k] - t[0] > 0:
-        out[4] = (m[0] - m[k]) / (t[k] - t[0])
-    if t[-1] - t[k] > 0:
-        out[5] = (m[-1] - m[k]) / (t[-1] - t[k])
+    out[2] = t_peak - t0
+    out[3] = t_last - t_first
+    if t_peak - t_first > 0:
+        out[4] = (m[0] - m[k]) / (t_peak - t_first)
+    if t_last - t_peak > 0:
+        out[5] = (m[-1] - m[k]) / (t_last - t_peak)
     j = len(_HAND_NAMES)
-    with np.errstate(all="ignore"):
-        ext = _EXTRACTOR(t, m, e, fill_value=np.nan, sorted=True, check=False)[_EXTRACTOR_KEEP]
-        out[j : j + len(ext)] = ext
-        j += len(ext)
-        if n >= 3:
-            out[j : j + 2] = _PERIODOGRAM(t, m, e, fill_value=np.nan, sorted=True, check=False)
-        j += 2
-        if n >= 6:
-            scale = float(np.max(np.abs(f)))
-            bz = _BAZIN(t - t0, f / scale, fe / scale, fill_value=np.nan, sorted=True, check=False)
-            out[j : j + len(bz)] = bz
-    return out
+    out[j : j + len(_EXTRACTOR_NAMES)] = _EXTRACTOR(t, m, e, fill_value=np.nan, sorted=True, check=False)[
+        _EXTRACTOR_KEEP
+    ]
+    j += len(_EXTRACTOR_NAMES)
+    if n >= 3:
+        out[j : j + 2] = _PERIODOGRAM(t, m, e, fill_value=np.nan, sorted=True, check=False)
+    j += 2
+    if n >= 6:
+        scale = float(np.max(np.abs(f)))
+        out[j : j + len(_BAZIN_NAMES)] = _BAZIN(t - t0, f / scale, fe / scale, fill_value=np.nan, sorted=True,
+                                                check=False)  # fmt: skip
 
 
 def _pairs(ta: np.ndarray, ma: np.ndarray, tb: np.ndarray, mb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,21 +122,25 @@ def _pairs(ta: np.ndarray, ma: np.ndarray, tb: np.ndarray, mb: np.ndarray) -> tu
     return 0.5 * (ta[ok] + tb[near[ok]]), ma[ok] - mb[near[ok]]
 
 
-def physics_features(lc: LightCurve) -> np.ndarray:
-    """(len(PHYSICS_FEATURE_NAMES),) float32; NaN where not computable."""
+def physics_features(lc: LightCurve, mags: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """(len(PHYSICS_FEATURE_NAMES),) float32; NaN where not computable.
+
+    ``mags``: the light curve's ``luptitude(flux, flux_err)`` when the caller has it already.
+    """
     t = np.asarray(lc.time, dtype=np.float64)
     f = np.asarray(lc.flux, dtype=np.float64)
     fe = np.asarray(lc.flux_err, dtype=np.float64)
     band = np.asarray(lc.band)
-    m, e = luptitude(f, fe)
-    t0 = t[0]
+    m, e = luptitude(f, fe) if mags is None else mags
+    t0 = t[0].item()
     out = np.full(len(PHYSICS_FEATURE_NAMES), np.nan)
     per_band: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for i, b in enumerate(BAND_SLOTS):
-        sel = band == BAND_INDEX[b]
-        tb, mb = t[sel], m[sel]
-        per_band[b] = (tb, mb)
-        out[i * N_BAND : (i + 1) * N_BAND] = _band_block(tb, mb, e[sel], f[sel], fe[sel], t0)
+    with np.errstate(all="ignore"):
+        for i, b in enumerate(BAND_SLOTS):
+            sel = band == BAND_INDEX[b]
+            tb, mb = t[sel], m[sel]
+            per_band[b] = (tb, mb)
+            _band_block(out[i * N_BAND : (i + 1) * N_BAND], tb, mb, e[sel], f[sel], fe[sel], t0)
 
     g = np.full(len(_GLOBAL_NAMES), np.nan)
     g[0] = len(t)
@@ -163,11 +169,11 @@ def physics_features(lc: LightCurve) -> np.ndarray:
         if len(pc) == 0:
             continue
         g[off] = pc[int(np.argmin(np.abs(pt - t_peak)))]
-        g[off + 1] = float(np.mean(pc))
+        g[off + 1] = pc.sum() / len(pc)  # = np.mean, without its overhead on tiny arrays
         if off == 12:
             g[14] = pc[-1]
             if len(pc) >= 2 and pt[-1] > pt[0]:
-                dt = pt - pt.mean()
-                g[15] = float(dt @ (pc - pc.mean()) / (dt @ dt))  # least-squares slope
+                dt = pt - pt.sum() / len(pt)
+                g[15] = dt @ (pc - g[13]) / (dt @ dt)  # least-squares slope
     out[len(BAND_SLOTS) * N_BAND :] = g
     return out.astype(np.float32)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -107,10 +109,10 @@ def column(rows: list[dict[str, Any]], name: str) -> np.ndarray:
 
 def meta_matrix(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> np.ndarray:
     """(len(rows), len(fields)) float32 matrix of record fields, NaN where missing."""
-    table = [list(map(r.get, fields)) for r in rows]  # map: ~30 % faster than a comprehension here
-    try:
-        arr = np.array(table, dtype=np.float64).reshape(len(rows), len(fields))
-    except (TypeError, ValueError):
+    try:  # the fast path, when every value present is a number (JSON light curves: nulls excepted)
+        flat = chain.from_iterable(map(r.get, fields, repeat(math.nan)) for r in rows)
+        arr = np.fromiter(flat, dtype=np.float64, count=len(rows) * len(fields)).reshape(len(rows), len(fields))
+    except (TypeError, ValueError):  # None, strings ...: NaN where not a number
         arr = np.column_stack([column(rows, f) for f in fields]) if rows else np.empty((0, len(fields)))
     with np.errstate(over="ignore"):  # beyond float32: inf, which LightCurve.build turns into NaN
         return arr.astype(np.float32)
