@@ -110,22 +110,27 @@ def make_example(
     coarse_label: str | None = None,
 ) -> Example:
     """Features of one light curve, normalised with the spec's fitted statistics."""
-    ex = make_examples([lc], spec, raw_objfeat=None if raw_objfeat is None else [raw_objfeat])[0]
-    if lc.label and fine_index is not None:
-        ex.y_fine = fine_index.get(lc.label, IGNORE)
-    if coarse_label and coarse_index is not None:
-        ex.y_coarse = coarse_index.get(coarse_label, IGNORE)
-    return ex
+    return make_examples(
+        [lc], spec, raw_objfeat=None if raw_objfeat is None else [raw_objfeat], coarse_index=coarse_index,
+        fine_index=fine_index, coarse_labels=[coarse_label],
+    )[0]  # fmt: skip
 
 
 def make_examples(
-    lcs: list[LightCurve], spec: FeatureSpec, *, raw_objfeat: list[tuple[np.ndarray, np.ndarray]] | None = None
+    lcs: list[LightCurve],
+    spec: FeatureSpec,
+    *,
+    raw_objfeat: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    coarse_index: dict[str, int] | None = None,
+    fine_index: dict[str, int] | None = None,
+    coarse_labels: list[str | None] | None = None,
 ) -> list[Example]:
-    """:func:`make_example` for many light curves at once (unlabelled), the same values, faster.
+    """:func:`make_example` of many light curves at once: the same values, faster.
 
     Per-detection channels are computed on the concatenation of all detections and the
     normalisers run once per call: for short alert histories (median 3 detections) the
-    per-call overhead of many tiny numpy operations is most of the cost.
+    per-call overhead of many tiny numpy operations is most of the cost. Labels (training):
+    ``fine_index`` maps ``lc.label``, ``coarse_index`` maps ``coarse_labels[i]``.
     """
     if not lcs:
         return []
@@ -162,6 +167,10 @@ def make_examples(
         ))  # fmt: skip
         if objfeat is not None:
             out[-1].objfeat, out[-1].levels = objfeat[i], levels[i]
+        if lc.label and fine_index is not None:
+            out[-1].y_fine = fine_index.get(lc.label, IGNORE)
+        if coarse_labels is not None and coarse_labels[i] and coarse_index is not None:
+            out[-1].y_coarse = coarse_index.get(coarse_labels[i], IGNORE)
     return out
 
 

@@ -120,13 +120,21 @@ def test_many_light_curves_at_once_give_exactly_their_one_at_a_time_features(lcs
     spec = make_spec(lcs)
     rng = np.random.default_rng(5)
     mixed = [lcs[0].first(1), *lcs[:6], bazin_lc(50, rng, n=60)]  # lengths 1 .. 60, one longer than max_len
-    together = make_examples(mixed, spec)
-    for lc, ex in zip(mixed, together, strict=True):
-        alone = make_example(lc, spec)
+    fine_index = {c: i for i, c in enumerate(FINE_CLASSES)}
+    coarse_index = {c: i for i, c in enumerate(COARSE_CLASSES)}
+    coarse = ["SNIa", None, "AGN", "no such class", "TDE", "CV", "SNIa", None]
+    together = make_examples(mixed, spec, fine_index=fine_index, coarse_index=coarse_index, coarse_labels=coarse)
+    for lc, ex, c in zip(mixed, together, coarse, strict=True):
+        alone = make_example(lc, spec, fine_index=fine_index, coarse_index=coarse_index, coarse_label=c)
         assert ex.object_id == alone.object_id and len(ex) == len(lc)
+        assert ex.y_fine == alone.y_fine == fine_index.get(lc.label, IGNORE)
+        assert ex.y_coarse == alone.y_coarse == (coarse_index.get(c, IGNORE) if c else IGNORE)
         for name in ("phot", "t_rel", "band", "meta", "objfeat", "levels"):
             a, b = getattr(ex, name), getattr(alone, name)
             assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), name
+    assert {ex.y_coarse for ex in together} >= {IGNORE, coarse_index["AGN"]} and max(
+        e.y_fine for e in together
+    ) > IGNORE
     assert together[1].phot[0, 1] == 0.0  # each light curve's first detection has no previous one
     assert make_examples([], spec) == []
 
