@@ -621,3 +621,20 @@ def test_real_plasticc_parquet(shared_data: Path) -> None:
         check_lightcurve(lc)
     detected = read_plasticc_parquet(path, detected_only=True)
     assert sum(len(x) for x in detected) < sum(len(x) for x in lcs)
+
+
+def test_meta_matrix_reads_numbers_and_turns_the_rest_into_nan():
+    from encoder.readers import meta_matrix
+
+    fields = ("a", "b", "c")
+    numbers = [{"a": 1.5, "b": 2}, {"c": -3.25}, {}]  # every value a number: the np.fromiter path
+    np.testing.assert_array_equal(
+        meta_matrix(numbers, fields), np.array([[1.5, 2, np.nan], [np.nan, np.nan, -3.25], [np.nan] * 3], np.float32)
+    )
+    mixed = [{"a": 1.5, "b": None}, {"b": "2.5", "c": "bad"}, {"a": True}]  # None, strings: the fallback
+    np.testing.assert_array_equal(
+        meta_matrix(mixed, fields),
+        np.array([[1.5, np.nan, np.nan], [np.nan, 2.5, np.nan], [1, np.nan, np.nan]], np.float32),
+    )
+    assert meta_matrix([], fields).shape == (0, 3)
+    assert meta_matrix([{"a": 1e300}], fields)[0, 0] == np.inf  # beyond float32: LightCurve.build makes it NaN
