@@ -9,8 +9,11 @@ then every object is encoded and the held-out fold's objects are the queries: th
 classes, then over classes — the metric of ``rtf-evaluate knn``. The baselines see the same folds:
 physics features (cosine, unsupervised) and physics features + shrinkage LDA fitted on the other
 folds' labels. Rare classes are repeated in the fine-tuning set (random truncation makes the copies
-differ) so that 911 SNIa do not drown 3 TDE. With ``--early-copies`` the labelled set also holds each
-labelled light curve cut to its first 30 days, the view a real-time query has.
+differ; with ``--reobserve`` each copy is also a re-observation: detections dropped, fluxes
+re-drawn within their errors, time stretched) so that 911 SNIa do not drown 3 TDE. With
+``--early-copies`` the labelled set also holds each labelled light curve cut to its first 30 days,
+the view a real-time query has. With ``--views 2`` every object is in its batch twice, truncated
+apart (``rtf-train --views``).
 
     python benchmarks/finetune_knn_cv.py --data ../shared/data/ztf_bts_dev.parquet --out runs/knn_cv
 """
@@ -31,6 +34,7 @@ from encoder.checkpoint import DEFAULT_CHECKPOINT
 from encoder.inference import Encoder
 from encoder.lightcurve import LightCurve
 from encoder.readers import read_bts_parquet, write_lightcurves_parquet
+from training.augment import reobserve
 from training.evaluate import baselines, metrics
 from training.train import main as train_main
 
@@ -42,13 +46,15 @@ ARCHITECTURE = ["--mode", "ae", "--latent-dims", "64", "--use-metadata", "--use-
                 "--decoder-film"]  # fmt: skip  # the default checkpoint's (scripts/train_default.sh)
 
 
-def balanced(lcs: list[LightCurve], per_class: int) -> list[LightCurve]:
-    """Each class repeated up to about ``per_class`` light curves (copies get new ids)."""
+def balanced(lcs: list[LightCurve], per_class: int, rng: np.random.Generator | None = None) -> list[LightCurve]:
+    """Each class repeated up to about ``per_class`` light curves (copies get new ids); with ``rng``
+    the copies are re-observations (:func:`training.augment.reobserve`), not duplicates."""
     counts = Counter(lc.label for lc in lcs)
     out = list(lcs)
     for lc in lcs:
         for r in range(1, max(1, per_class // counts[lc.label])):
-            out.append(replace(lc, object_id=f"{lc.object_id}#{r}"))
+            copy = lc if rng is None else reobserve(lc, rng)
+            out.append(replace(copy, object_id=f"{lc.object_id}#{r}"))
     return out
 
 
@@ -61,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-fold", type=int, help="run one fold (a quick look)")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--batch-size", type=int, default=128, help="objects per batch (each seen --views times)")
+    ap.add_argument("--views", type=int, default=1, help="views of each object per batch (rtf-train --views)")
     ap.add_argument("--cls-weight", type=float, default=0.5)
     ap.add_argument("--contrastive-weight", type=float, default=20.0)
     ap.add_argument("--per-class", type=int, default=150, help="repeat rare classes up to this many light curves")
     ap.add_argument("--early-copies", action="store_true", help="add each labelled curve's first 30 days")
+    ap.add_argument("--reobserve", action="store_true", help="rare-class copies are re-observations, not duplicates")
     ap.add_argument("--seed", type=int, default=0, help="fold split and training seed")
     args = ap.parse_args(argv)
 
@@ -91,13 +100,15 @@ def main(argv: list[str] | None = None) -> int:
             early = metrics.first_days(labelled)
             cut = [e for e, lc in zip(early, labelled, strict=True) if len(e) < len(lc)]
             labelled += [replace(e, object_id=f"{e.object_id}@30d") for e in cut]
-        write_lightcurves_parquet(balanced(labelled, args.per_class), run / "labelled.parquet")
+        rng = np.random.default_rng([args.seed, f]) if args.reobserve else None
+        write_lightcurves_parquet(balanced(labelled, args.per_class, rng), run / "labelled.parquet")
         write_lightcurves_parquet([lc for lc in every if lc.object_id in held], run / "heldout.parquet")
         if not (run / "model" / "model.pt").exists():
             train_main([
                 "--data", str(run / "labelled.parquet"), str(run / "heldout.parquet"),
                 "--unlabelled", str(run / "heldout.parquet"), *ARCHITECTURE, "--init-from", args.checkpoint,
                 "--epochs", str(args.epochs), "--lr", str(args.lr), "--cls-weight", str(args.cls_weight),
+                "--batch-size", str(args.batch_size), "--views", str(args.views),
                 "--contrastive-weight", str(args.contrastive_weight),
                 "--seed", str(args.seed), "--out", str(run / "model"),
             ])  # fmt: skip

@@ -95,3 +95,26 @@ def test_fine_tuning_on_other_data_keeps_the_normalisation_and_learns_from_label
     assert np.array_equal(start.meta_norm.scale, tuned.meta_norm.scale)
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert "contrastive" in history[0] and np.isfinite(history[0]["contrastive"])
+
+
+def test_two_views_put_each_object_twice_in_its_batch_truncated_apart(tmp_path, monkeypatch):
+    import training.train as train_module
+
+    batches, real_collate = [], train_module.collate
+
+    def spy(batch_ex, spec, lengths=None):
+        if lengths is not None:  # a training batch (evaluation collates whole light curves)
+            batches.append(([e.object_id for e in batch_ex], list(lengths)))
+        return real_collate(batch_ex, spec, lengths)
+
+    monkeypatch.setattr(train_module, "collate", spy)
+    train(tiny_run(tmp_path / "two", views=2, random_truncate=True, contrastive_weight=1.0))
+    assert batches
+    pairs_apart = 0
+    for ids, lengths in batches:
+        half = len(ids) // 2
+        assert ids[:half] == ids[half:] and len(set(ids)) == half  # each object twice, no other repeats
+        pairs_apart += sum(a != b for a, b in zip(lengths[:half], lengths[half:], strict=True))
+    assert pairs_apart > 0  # the two views are truncated independently
+    with pytest.raises(SystemExit, match="at least one view"):
+        train(tiny_run(tmp_path / "none", views=0))

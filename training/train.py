@@ -47,6 +47,7 @@ class TrainConfig:
     gp_fit: bool = True
     cls_weight: float = 0.5
     contrastive_weight: float = 0.0  # supervised contrastive loss on the fingerprints (labelled objects)
+    views: int = 1  # views of each object in its batch, truncated independently (contrastive pairs)
     num_classes: int = 7
     random_truncate: bool = False
     min_detections: int = 3
@@ -149,6 +150,8 @@ def evaluate(model: RTFModel, examples: list[Example], spec: FeatureSpec, batch_
 
 
 def train(tc: TrainConfig) -> Path:
+    if tc.views < 1:
+        raise SystemExit(f"--views {tc.views}: need at least one view of each object")
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     random.seed(tc.seed)
@@ -238,7 +241,7 @@ def train(tc: TrainConfig) -> Path:
         totals: dict[str, float] = {}
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch")
         for step, idx in enumerate(bar):
-            batch_ex = [train_ex[i] for i in idx]
+            batch_ex = [train_ex[i] for i in idx] * tc.views
             lengths = truncation_lengths(batch_ex, rng, tc.min_detections) if tc.random_truncate else None
             b = collate(batch_ex, spec, lengths)
             parts = model.loss(b, model(b), tc.cls_weight, tc.contrastive_weight)
@@ -304,11 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="supervised contrastive loss on the fingerprints of labelled objects (metric learning)",
     )
+    p.add_argument(
+        "--views",
+        type=int,
+        default=1,
+        help="views of each object per batch, each truncated at random: with --contrastive-weight every "
+        "labelled view has a positive, its own object seen otherwise (SupCon's two views)",
+    )
     p.add_argument("--num-classes", type=int, choices=[5, 7], default=7)
     p.add_argument("--random-truncate", action="store_true")
     p.add_argument("--min-detections", type=int, default=3)
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="objects per batch (rows: this x --views)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--decoder", choices=["query", "position"], default="query")
     p.add_argument("--decoder-film", action="store_true", help="query decoder: FiLM-condition every hidden layer")
@@ -341,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
         train(TrainConfig(
             data=a.data, out=out, model=model, gp_fit=not a.no_gp_fit, cls_weight=a.cls_weight,
-            contrastive_weight=a.contrastive_weight,
+            contrastive_weight=a.contrastive_weight, views=a.views,
             num_classes=a.num_classes, random_truncate=a.random_truncate, min_detections=a.min_detections,
             epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, unlabelled=a.unlabelled,
             init_from=a.init_from, train_only=a.train_only, workers=a.workers, threads=a.threads,
