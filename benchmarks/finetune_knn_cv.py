@@ -13,7 +13,8 @@ differ; with ``--reobserve`` each copy is also a re-observation: detections drop
 re-drawn within their errors, time stretched) so that 911 SNIa do not drown 3 TDE. With
 ``--early-copies`` the labelled set also holds each labelled light curve cut to its first 30 days,
 the view a real-time query has. With ``--views 2`` every object is in its batch twice, truncated
-apart (``rtf-train --views``).
+apart (``rtf-train --views``). With ``--ema 0.995`` the fine-tuned fingerprints are those of the weights'
+moving average (``rtf-train --ema``), and the last weights of the same runs are scored beside them.
 
     python benchmarks/finetune_knn_cv.py --data ../shared/data/ztf_bts_dev.parquet --out runs/knn_cv
 """
@@ -28,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.model_selection import StratifiedKFold
 
 from encoder.checkpoint import DEFAULT_CHECKPOINT
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--batch-size", type=int, default=128, help="objects per batch (each seen --views times)")
     ap.add_argument("--views", type=int, default=1, help="views of each object per batch (rtf-train --views)")
+    ap.add_argument("--ema", type=float, help="fine-tune with a moving average of the weights (rtf-train --ema)")
     ap.add_argument("--cls-weight", type=float, default=0.5)
     ap.add_argument("--contrastive-weight", type=float, default=20.0)
     ap.add_argument("--per-class", type=int, default=150, help="repeat rare classes up to this many light curves")
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(lcs)} labelled BTS objects with >= {MIN_DETECTIONS} detections: {dict(Counter(labels))}", file=sys.stderr
     )
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(labels, labels))
-    hits = {name: {v: np.full(len(lcs), np.nan) for v in views} for name in ("default", "fine-tuned")}
+    tuned_names = ["fine-tuned"] + (["fine-tuned, last weights (no average)"] if args.ema is not None else [])
+    hits = {name: {v: np.full(len(lcs), np.nan) for v in views} for name in ["default", *tuned_names]}
     default = Encoder.load(args.checkpoint)  # the same fingerprints for every fold: encode once
     default_hits = {v: metrics.same_class_hits(default.encode(view_lcs).vectors, labels, K, "cosine")
                     for v, view_lcs in views.items()}  # fmt: skip
@@ -111,13 +115,17 @@ def main(argv: list[str] | None = None) -> int:
                 "--batch-size", str(args.batch_size), "--views", str(args.views),
                 "--contrastive-weight", str(args.contrastive_weight),
                 "--seed", str(args.seed), "--out", str(run / "model"),
+                *(["--ema", str(args.ema)] if args.ema is not None else []),
             ])  # fmt: skip
-        tuned = Encoder.load(run / "model" / "model.pt")
+        tuned = [Encoder.load(run / "model" / "model.pt")]
+        if args.ema is not None:  # the same run's last weights, kept in state.pt
+            tuned.append(Encoder.load(run / "model" / "model.pt"))
+            state = torch.load(run / "model" / "state.pt", map_location="cpu", weights_only=False)
+            tuned[1].model.load_state_dict(state["model"])
         for v, view_lcs in views.items():
             hits["default"][v][test] = default_hits[v][test]
-            hits["fine-tuned"][v][test] = metrics.same_class_hits(tuned.encode(view_lcs).vectors, labels, K, "cosine")[
-                test
-            ]
+            for name, enc in zip(tuned_names, tuned, strict=True):
+                hits[name][v][test] = metrics.same_class_hits(enc.encode(view_lcs).vectors, labels, K, "cosine")[test]
     done = ~np.isnan(hits["fine-tuned"]["full"])
     y = labels[done]
     res = {name: {v: metrics.macro_by_class(h[v][done], y) for v in views} for name, h in hits.items()}

@@ -118,3 +118,23 @@ def test_two_views_put_each_object_twice_in_its_batch_truncated_apart(tmp_path, 
     assert pairs_apart > 0  # the two views are truncated independently
     with pytest.raises(SystemExit, match="at least one view"):
         train(tiny_run(tmp_path / "none", views=0))
+
+
+def test_ema_saves_the_averaged_weights_and_state_keeps_the_last(tmp_path):
+    def weights(run):
+        saved = load_checkpoint(run / "model.pt").model.state_dict()
+        last = torch.load(run / "state.pt", map_location="cpu", weights_only=False)["model"]
+        return saved, last
+
+    train(tiny_run(tmp_path / "last", ema=0.0))  # decay 0: the average is the last step's weights
+    saved, last = weights(tmp_path / "last")
+    assert saved.keys() == last.keys() and all(torch.equal(saved[k], last[k]) for k in last)
+    train(tiny_run(tmp_path / "avg", ema=0.9))
+    saved, last = weights(tmp_path / "avg")
+    assert all(torch.isfinite(v).all() for v in saved.values())
+    assert any(not torch.equal(saved[k], last[k]) for k in last if saved[k].is_floating_point())
+    with pytest.raises(SystemExit, match="decay"):
+        train(tiny_run(tmp_path / "bad", ema=1.0))
+    train(tiny_run(tmp_path / "plain"))
+    with pytest.raises(SystemExit, match="without --ema"):  # resuming a plain run with an average it never kept
+        train(tiny_run(tmp_path / "plain", ema=0.9))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from encoder.anomaly import AnomalyScorer
@@ -48,6 +49,7 @@ class TrainConfig:
     cls_weight: float = 0.5
     contrastive_weight: float = 0.0  # supervised contrastive loss on the fingerprints (labelled objects)
     views: int = 1  # views of each object in its batch, truncated independently (contrastive pairs)
+    ema: float | None = None  # save an exponential moving average of the weights (this decay per step)
     num_classes: int = 7
     random_truncate: bool = False
     min_detections: int = 3
@@ -152,6 +154,8 @@ def evaluate(model: RTFModel, examples: list[Example], spec: FeatureSpec, batch_
 def train(tc: TrainConfig) -> Path:
     if tc.views < 1:
         raise SystemExit(f"--views {tc.views}: need at least one view of each object")
+    if tc.ema is not None and not 0.0 <= tc.ema < 1.0:
+        raise SystemExit(f"--ema {tc.ema}: the decay per step must be in [0, 1)")
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     random.seed(tc.seed)
@@ -216,6 +220,10 @@ def train(tc: TrainConfig) -> Path:
     steps_per_epoch = max(1, len(train_ex) // tc.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.epochs * steps_per_epoch,
                                                 pct_start=0.1)  # fmt: skip
+    # the weights averaged over the last ~1/(1 - decay) steps: what is saved, evaluated and scored
+    ema = None
+    if tc.ema is not None:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
     start_epoch, history = 0, []
     state_path = out / "state.pt"
     if state_path.exists():  # resume
@@ -223,6 +231,10 @@ def train(tc: TrainConfig) -> Path:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
+        if ema is not None:
+            if "ema" not in state:
+                raise SystemExit(f"{state_path} belongs to a run without --ema: resume without it or use a new --out")
+            ema.load_state_dict(state["ema"])
         if sched.total_steps != tc.epochs * steps_per_epoch:  # the one-cycle schedule cannot be stretched
             raise SystemExit(f"{state_path} belongs to a run with another length or data ({sched.total_steps} "
                              f"steps planned, this one plans {tc.epochs * steps_per_epoch}): resume with its "
@@ -250,16 +262,21 @@ def train(tc: TrainConfig) -> Path:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + float(v)
             bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in totals.items() if k in ("total", "mse")})
         row = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in totals.items()}}
-        row |= {f"val_{k}": v for k, v in evaluate(model, val_ex, spec).items()}
+        row |= {f"val_{k}": v for k, v in evaluate(model if ema is None else ema.module, val_ex, spec).items()}
         history.append(row)
         print(json.dumps(row), file=sys.stderr)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch + 1, "history": history}, state_path)  # fmt: skip
+                    "epoch": epoch + 1, "history": history, **({} if ema is None else {"ema": ema.state_dict()})},
+                   state_path)  # fmt: skip
 
+    if ema is not None:  # state.pt keeps the last weights themselves
+        model.load_state_dict(ema.module.state_dict())
     model.eval()
     ckpt = Checkpoint(model, spec, AnomalyScorer.unfitted(None), "unsaved")
     scorer = fit_anomaly_scorer(Encoder(ckpt), train_ex, val_ex, seed=tc.seed)
@@ -314,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="views of each object per batch, each truncated at random: with --contrastive-weight every "
         "labelled view has a positive, its own object seen otherwise (SupCon's two views)",
     )
+    p.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="save the exponential moving average of the weights, updated every step with this decay "
+        "(0.995 averages about the last 200 steps); state.pt keeps the last weights",
+    )
     p.add_argument("--num-classes", type=int, choices=[5, 7], default=7)
     p.add_argument("--random-truncate", action="store_true")
     p.add_argument("--min-detections", type=int, default=3)
@@ -351,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
         train(TrainConfig(
             data=a.data, out=out, model=model, gp_fit=not a.no_gp_fit, cls_weight=a.cls_weight,
-            contrastive_weight=a.contrastive_weight, views=a.views,
+            contrastive_weight=a.contrastive_weight, views=a.views, ema=a.ema,
             num_classes=a.num_classes, random_truncate=a.random_truncate, min_detections=a.min_detections,
             epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, unlabelled=a.unlabelled,
             init_from=a.init_from, train_only=a.train_only, workers=a.workers, threads=a.threads,
