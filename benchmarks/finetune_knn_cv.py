@@ -15,6 +15,9 @@ re-drawn within their errors, time stretched) so that 911 SNIa do not drown 3 TD
 the view a real-time query has. With ``--views 2`` every object is in its batch twice, truncated
 apart (``rtf-train --views``). With ``--ema 0.995`` the fine-tuned fingerprints are those of the weights'
 moving average (``rtf-train --ema``), and the last weights of the same runs are scored beside them.
+``--extra-labelled`` adds labelled light curves of BTS's classes from other sources (never a BTS
+object) to every fold's fine-tuning set: more distinct objects of the rare classes. They are neither
+queries nor candidates.
 
     python benchmarks/finetune_knn_cv.py --data ../shared/data/ztf_bts_dev.parquet --out runs/knn_cv
 """
@@ -37,6 +40,7 @@ from encoder.inference import Encoder
 from encoder.lightcurve import LightCurve
 from encoder.readers import read_bts_parquet, write_lightcurves_parquet
 from training.augment import reobserve
+from training.data import load_sources
 from training.evaluate import baselines, metrics
 from training.train import main as train_main
 
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-class", type=int, default=150, help="repeat rare classes up to this many light curves")
     ap.add_argument("--early-copies", action="store_true", help="add each labelled curve's first 30 days")
     ap.add_argument("--reobserve", action="store_true", help="rare-class copies are re-observations, not duplicates")
+    ap.add_argument("--extra-labelled", nargs="+", default=[], metavar="SOURCE",
+                    help="labelled light curves from other sources (not BTS objects) added to the fine-tuning")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0, help="fold split and training seed")
     args = ap.parse_args(argv)
 
@@ -87,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{len(lcs)} labelled BTS objects with >= {MIN_DETECTIONS} detections: {dict(Counter(labels))}", file=sys.stderr
     )
+    bts_ids, classes = {lc.object_id for lc in every}, set(labels)
+    extra = [lc for lc in load_sources(args.extra_labelled) if lc.label in classes and lc.object_id not in bts_ids]
+    if extra:
+        print(f"{len(extra)} extra labelled objects: {dict(Counter(lc.label for lc in extra))}", file=sys.stderr)
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(labels, labels))
     tuned_names = ["fine-tuned"] + (["fine-tuned, last weights (no average)"] if args.ema is not None else [])
     hits = {name: {v: np.full(len(lcs), np.nan) for v in views} for name in ["default", *tuned_names]}
@@ -99,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         run = args.out / f"fold{f}"
         run.mkdir(parents=True, exist_ok=True)
         held = {lcs[i].object_id for i in test}
-        labelled = [lc for lc in every if lc.object_id not in held and lc.label]
+        labelled = [lc for lc in every if lc.object_id not in held and lc.label] + extra
         if args.early_copies:
             early = metrics.first_days(labelled)
             cut = [e for e, lc in zip(early, labelled, strict=True) if len(e) < len(lc)]
