@@ -17,7 +17,9 @@ apart (``rtf-train --views``). With ``--ema 0.995`` the fine-tuned fingerprints 
 moving average (``rtf-train --ema``), and the last weights of the same runs are scored beside them.
 ``--extra-labelled`` adds labelled light curves of BTS's classes from other sources (never a BTS
 object) to every fold's fine-tuning set: more distinct objects of the rare classes. They are neither
-queries nor candidates.
+queries nor candidates. With ``--posterior-weight W`` each fine-tuned model is also scored on its
+fingerprint (unit length) with W times its fine-class probabilities appended: a class-aware metric on
+the same fingerprints (the probabilities are the head's function of them), paired with the plain one.
 
     python benchmarks/finetune_knn_cv.py --data ../shared/data/ztf_bts_dev.parquet --out runs/knn_cv
 """
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra-labelled", nargs="+", default=[], metavar="SOURCE",
                     help="labelled light curves from other sources (not BTS objects) added to the fine-tuning")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0, help="fold split and training seed")
+    ap.add_argument("--posterior-weight", type=float,
+                    help="also score fingerprint (unit) + this weight x the fine-class probabilities")  # fmt: skip
     args = ap.parse_args(argv)
 
     every = read_bts_parquet(args.data)
@@ -99,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(extra)} extra labelled objects: {dict(Counter(lc.label for lc in extra))}", file=sys.stderr)
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(labels, labels))
     tuned_names = ["fine-tuned"] + (["fine-tuned, last weights (no average)"] if args.ema is not None else [])
-    hits = {name: {v: np.full(len(lcs), np.nan) for v in views} for name in ["default", *tuned_names]}
+    posterior_names = [f"{n} + {args.posterior_weight:g} x class probabilities" for n in tuned_names]
+    readings = ["default", *tuned_names, *(posterior_names if args.posterior_weight is not None else [])]
+    hits = {name: {v: np.full(len(lcs), np.nan) for v in views} for name in readings}
     default = Encoder.load(args.checkpoint)  # the same fingerprints for every fold: encode once
     default_hits = {v: metrics.same_class_hits(default.encode(view_lcs).vectors, labels, K, "cosine")
                     for v, view_lcs in views.items()}  # fmt: skip
@@ -134,8 +140,13 @@ def main(argv: list[str] | None = None) -> int:
             tuned[1].model.load_state_dict(state["model"])
         for v, view_lcs in views.items():
             hits["default"][v][test] = default_hits[v][test]
-            for name, enc in zip(tuned_names, tuned, strict=True):
-                hits[name][v][test] = metrics.same_class_hits(enc.encode(view_lcs).vectors, labels, K, "cosine")[test]
+            for name, posterior_name, enc in zip(tuned_names, posterior_names, tuned, strict=True):
+                encoded = enc.encode(view_lcs)
+                hits[name][v][test] = metrics.same_class_hits(encoded.vectors, labels, K, "cosine")[test]
+                if args.posterior_weight is not None:
+                    unit = encoded.vectors / np.linalg.norm(encoded.vectors, axis=1, keepdims=True)
+                    x = np.hstack([unit, args.posterior_weight * encoded.fine_probs])
+                    hits[posterior_name][v][test] = metrics.same_class_hits(x, labels, K, "cosine")[test]
     done = ~np.isnan(hits["fine-tuned"]["full"])
     y = labels[done]
     res = {name: {v: metrics.macro_by_class(h[v][done], y) for v in views} for name, h in hits.items()}
