@@ -17,9 +17,10 @@ apart (``rtf-train --views``). With ``--ema 0.995`` the fine-tuned fingerprints 
 moving average (``rtf-train --ema``), and the last weights of the same runs are scored beside them.
 ``--extra-labelled`` adds labelled light curves of BTS's classes from other sources (never a BTS
 object) to every fold's fine-tuning set: more distinct objects of the rare classes. They are neither
-queries nor candidates. With ``--posterior-weight W`` each fine-tuned model is also scored on its
-fingerprint (unit length) with W times its fine-class probabilities appended: a class-aware metric on
-the same fingerprints (the probabilities are the head's function of them), paired with the plain one.
+queries nor candidates. With ``--posterior-weight W`` each fine-tuned model is also scored as it
+serves with ``rtf-train --posterior-weight W``: its fingerprint at unit length with W times its
+fine-class probabilities appended, a class-aware metric on the same fingerprints (the probabilities
+are the head's function of them), paired with the plain one.
 
     python benchmarks/finetune_knn_cv.py --data ../shared/data/ztf_bts_dev.parquet --out runs/knn_cv
 """
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 
+from encoder.anomaly import AnomalyScorer
 from encoder.checkpoint import DEFAULT_CHECKPOINT
 from encoder.inference import Encoder
 from encoder.lightcurve import LightCurve
@@ -64,6 +66,18 @@ def balanced(lcs: list[LightCurve], per_class: int, rng: np.random.Generator | N
             copy = lc if rng is None else reobserve(lc, rng)
             out.append(replace(copy, object_id=f"{lc.object_id}#{r}"))
     return out
+
+
+def load_tuned(run: Path, last_weights: bool, posterior_weight: float) -> Encoder:
+    """A fine-tuned model as it would serve with ``rtf-train --posterior-weight``; with ``last_weights``
+    the run's last weights (state.pt) rather than its moving average."""
+    enc = Encoder.load(run / "model.pt")
+    if last_weights:
+        enc.model.load_state_dict(torch.load(run / "state.pt", map_location="cpu", weights_only=False)["model"])
+    if posterior_weight != enc.model.cfg.posterior_weight:  # the anomaly reference holds the other fingerprints
+        enc.model.cfg = replace(enc.model.cfg, posterior_weight=posterior_weight)
+        enc.ckpt.scorer = AnomalyScorer.unfitted(enc.ckpt.scorer.rare_mask)  # (only the fingerprints are read here)
+    return enc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(extra)} extra labelled objects: {dict(Counter(lc.label for lc in extra))}", file=sys.stderr)
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(labels, labels))
     tuned_names = ["fine-tuned"] + (["fine-tuned, last weights (no average)"] if args.ema is not None else [])
-    posterior_names = [f"{n} + {args.posterior_weight:g} x class probabilities" for n in tuned_names]
-    readings = ["default", *tuned_names, *(posterior_names if args.posterior_weight is not None else [])]
-    hits = {name: {v: np.full(len(lcs), np.nan) for v in views} for name in readings}
+    if args.posterior_weight is not None:
+        tuned_names += [f"{n} + {args.posterior_weight:g} x class probabilities" for n in tuned_names]
+    hits = {name: {v: np.full(len(lcs), np.nan) for v in views} for name in ["default", *tuned_names]}
     default = Encoder.load(args.checkpoint)  # the same fingerprints for every fold: encode once
     default_hits = {v: metrics.same_class_hits(default.encode(view_lcs).vectors, labels, K, "cosine")
                     for v, view_lcs in views.items()}  # fmt: skip
@@ -133,20 +147,13 @@ def main(argv: list[str] | None = None) -> int:
                 "--seed", str(args.seed), "--out", str(run / "model"),
                 *(["--ema", str(args.ema)] if args.ema is not None else []),
             ])  # fmt: skip
-        tuned = [Encoder.load(run / "model" / "model.pt")]
-        if args.ema is not None:  # the same run's last weights, kept in state.pt
-            tuned.append(Encoder.load(run / "model" / "model.pt"))
-            state = torch.load(run / "model" / "state.pt", map_location="cpu", weights_only=False)
-            tuned[1].model.load_state_dict(state["model"])
+        weights = [False] + ([True] if args.ema is not None else [])  # the same run's last weights (state.pt)
+        posterior = [0.0] + ([args.posterior_weight] if args.posterior_weight is not None else [])
+        tuned = [load_tuned(run / "model", last, w) for w in posterior for last in weights]
         for v, view_lcs in views.items():
             hits["default"][v][test] = default_hits[v][test]
-            for name, posterior_name, enc in zip(tuned_names, posterior_names, tuned, strict=True):
-                encoded = enc.encode(view_lcs)
-                hits[name][v][test] = metrics.same_class_hits(encoded.vectors, labels, K, "cosine")[test]
-                if args.posterior_weight is not None:
-                    unit = encoded.vectors / np.linalg.norm(encoded.vectors, axis=1, keepdims=True)
-                    x = np.hstack([unit, args.posterior_weight * encoded.fine_probs])
-                    hits[posterior_name][v][test] = metrics.same_class_hits(x, labels, K, "cosine")[test]
+            for name, enc in zip(tuned_names, tuned, strict=True):
+                hits[name][v][test] = metrics.same_class_hits(enc.encode(view_lcs).vectors, labels, K, "cosine")[test]
     done = ~np.isnan(hits["fine-tuned"]["full"])
     y = labels[done]
     res = {name: {v: metrics.macro_by_class(h[v][done], y) for v in views} for name, h in hits.items()}

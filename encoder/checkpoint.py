@@ -95,6 +95,8 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
         model.load_state_dict(payload["state_dict"])
         spec = FeatureSpec.from_dict(payload["feature_spec"])
         scorer = AnomalyScorer.from_dict(payload["anomaly"])
+        if len(scorer.reference) and scorer.reference.shape[1] != cfg.served_dim:
+            raise ValueError(f"anomaly reference of {scorer.reference.shape[1]} dims, fingerprints of {cfg.served_dim}")
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: incompatible checkpoint ({type(exc).__name__}: {exc})") from None
     model.eval()

@@ -82,7 +82,7 @@ class Encoder:
 
     @property
     def dim(self) -> int:
-        return self.model.cfg.latent_dim
+        return self.model.cfg.served_dim
 
     @property
     def coarse_classes(self) -> list[str]:

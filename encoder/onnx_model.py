@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from encoder.batching import Batch
@@ -35,12 +36,16 @@ class OnnxExportError(RuntimeError):
 
 def inference_outputs(model: RTFModel, batch: Batch) -> dict[str, torch.Tensor]:
     """What inference serves of one batch: fingerprint, misfit and class probabilities per head
-    (in this order: the exported graph's outputs)."""
+    (in this order: the exported graph's outputs). With ``posterior_weight`` w > 0 the served
+    fingerprint is the model's at unit length with w x its fine-class probabilities appended."""
     out = model(batch)
     res = {"fingerprint": out["fingerprint"], "misfit": model.misfit(out["z"], batch)}
     for head in ("coarse", "fine"):
         if f"{head}_logits" in out:
             res[f"{head}_probs"] = torch.softmax(out[f"{head}_logits"].float(), -1)
+    if model.cfg.posterior_weight > 0:
+        unit = F.normalize(out["fingerprint"].float(), dim=-1)
+        res["fingerprint"] = torch.cat([unit, model.cfg.posterior_weight * res["fine_probs"]], dim=-1)
     return res
 
 

@@ -172,3 +172,27 @@ def test_limits_and_api_key(make_settings, tmp_path):
         assert c.post("/v1/fingerprints", json=body).status_code == 200  # reads need no key
         big = {"lightcurves": [EXAMPLE] * 40}
         assert c.post("/v1/fingerprints", json=big).status_code == 413
+
+
+def test_a_checkpoint_with_a_posterior_weight_serves_and_searches_its_longer_fingerprints(make_settings, tmp_path):
+    from encoder.model.rtf import ModelConfig
+    from encoder.taxonomy import FINE_CLASSES
+    from training.train import TrainConfig, train
+
+    model = ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.0, max_len=32, latent_dim=8,
+                        posterior_weight=1.0)  # fmt: skip
+    train(TrainConfig(data=["synthetic:ztf:90:3"], out=str(tmp_path / "run"), model=model, gp_fit=False, epochs=1,
+                      batch_size=16, workers=1, threads=1))  # fmt: skip
+    settings = make_settings(f"sqlite:///{tmp_path / 'p.db'}", checkpoint=tmp_path / "run" / "model.pt")
+    dim = 8 + len(FINE_CLASSES)
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/v1/models").json()["models"][0]["dim"] == dim
+        body = as_json(fresh_lightcurves(1))
+        vec = c.post("/v1/fingerprints", json=body).json()["fingerprints"][0]["vector"]
+        assert len(vec) == dim and abs(np.linalg.norm(vec[:8]) - 1) < 1e-4 and abs(sum(vec[8:]) - 1) < 1e-4
+        by_vec = c.post("/v1/search", json={"vector": vec, "k": 3}).json()["neighbors"]
+        by_lc = c.post("/v1/search", json={"lightcurve": body["lightcurves"][0], "k": 3}).json()["neighbors"]
+        assert len(by_vec) == 3 and [x["object_id"] for x in by_lc] == [x["object_id"] for x in by_vec]
+        oid = by_vec[0]["object_id"]
+        assert len(c.get(f"/v1/objects/{oid}/neighbors", params={"k": 5}).json()["neighbors"]) == 5
+        assert c.post("/v1/search", json={"vector": vec[:8], "k": 3}).status_code == 422

@@ -247,6 +247,38 @@ def test_onnx_runtime_computes_what_pytorch_does(lcs, exported):
     np.testing.assert_allclose(one[0], got.vectors[0], atol=1e-5)
 
 
+def test_a_posterior_weight_serves_the_unit_fingerprint_with_its_weighted_class_probabilities(lcs, tmp_path):
+    torch.manual_seed(2)
+    spec = make_spec(lcs)
+    for sub in ("plain", "weighted"):
+        (tmp_path / sub).mkdir()
+    plain_model = RTFModel(small_config(spec)).eval()
+    plain = Encoder(load_checkpoint_from(plain_model, spec, tmp_path / "plain")).encode(lcs)
+    weighted_model = RTFModel(small_config(spec, posterior_weight=0.5)).eval()
+    weighted_model.load_state_dict(plain_model.state_dict())
+    ckpt = load_checkpoint_from(weighted_model, spec, tmp_path / "weighted")
+    enc = Encoder(ckpt)
+    served = enc.encode(lcs)
+    assert enc.dim == 8 + len(FINE_CLASSES) == served.vectors.shape[1]
+    unit = plain.vectors / np.linalg.norm(plain.vectors, axis=1, keepdims=True)
+    np.testing.assert_allclose(served.vectors[:, :8], unit, atol=1e-5)
+    np.testing.assert_allclose(served.vectors[:, 8:], 0.5 * plain.fine_probs, atol=1e-6)
+    onnx = Encoder(ckpt, precision="onnx", cache_dir=tmp_path / "cache")  # the exported graph serves the same
+    np.testing.assert_allclose(onnx.encode(lcs).vectors, served.vectors, atol=1e-4)
+    for bad in (small_config(spec, posterior_weight=-1.0), small_config(spec, posterior_weight=1.0, fine_classes=[])):
+        with pytest.raises(ValueError, match="posterior_weight"):
+            RTFModel(bad)
+    # an anomaly reference of plain fingerprints cannot serve the longer ones: a clear error at load
+    scorer = AnomalyScorer.unfitted(None)
+    scorer.reference = np.ones((3, 8), np.float32)
+    save_checkpoint(tmp_path / "mixed.pt", plain_model, spec, scorer)
+    payload = torch.load(tmp_path / "mixed.pt", weights_only=True)
+    payload["config"]["posterior_weight"] = 0.5
+    torch.save(payload, tmp_path / "mixed.pt")
+    with pytest.raises(CheckpointError, match="anomaly reference of 8 dims, fingerprints of 21"):
+        load_checkpoint(tmp_path / "mixed.pt")
+
+
 def test_onnx_graph_is_reused_from_the_cache_and_a_damaged_one_replaced(lcs, exported):
     ckpt, cache, first = exported
     (path,) = cache.glob("*.onnx")

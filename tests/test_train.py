@@ -120,6 +120,16 @@ def test_two_views_put_each_object_twice_in_its_batch_truncated_apart(tmp_path, 
         train(tiny_run(tmp_path / "none", views=0))
 
 
+def test_posterior_weight_is_stored_with_the_model_and_needs_a_fine_head(tmp_path):
+    train(tiny_run(tmp_path / "run", model=replace(TINY, posterior_weight=1.0)))
+    enc = Encoder.load(tmp_path / "run" / "model.pt")
+    assert enc.model.cfg.posterior_weight == 1.0 and enc.dim == 8 + len(enc.fine_classes) > 8
+    out = enc.encode(generate_survey(SurveyConfig(n_objects=4, seed=78, min_detections=3)))
+    np.testing.assert_allclose(out.vectors[:, 8:], out.fine_probs, atol=1e-6)
+    with pytest.raises(SystemExit, match="cls-weight"):
+        train(tiny_run(tmp_path / "unlabelled", model=replace(TINY, posterior_weight=1.0), cls_weight=0.0))
+
+
 def test_ema_saves_the_averaged_weights_and_state_keeps_the_last(tmp_path):
     def weights(run):
         saved = load_checkpoint(run / "model.pt").model.state_dict()

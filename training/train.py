@@ -156,6 +156,9 @@ def train(tc: TrainConfig) -> Path:
         raise SystemExit(f"--views {tc.views}: need at least one view of each object")
     if tc.ema is not None and not 0.0 <= tc.ema < 1.0:
         raise SystemExit(f"--ema {tc.ema}: the decay per step must be in [0, 1)")
+    if tc.model.posterior_weight < 0 or (tc.model.posterior_weight > 0 and tc.cls_weight <= 0):
+        raise SystemExit(f"--posterior-weight {tc.model.posterior_weight}: must be >= 0, and > 0 only with "
+                         "--cls-weight > 0 (the probabilities come from the fine head)")  # fmt: skip
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     random.seed(tc.seed)
@@ -356,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--unlabelled", nargs="*", help="sources whose labels training must not see (held out for evaluation)"
     )
     p.add_argument("--init-from", help="start from the weights of this checkpoint (fine-tuning)")
+    p.add_argument(
+        "--posterior-weight", type=float, default=0.0, metavar="W",
+        help="served fingerprints: unit length with W x the fine-class probabilities appended, a class-aware "
+        "metric for neighbour search (needs --cls-weight > 0; training itself is unchanged)",
+    )  # fmt: skip
     p.add_argument("--train-only", choices=["decoder"], help="train this module alone (the fingerprints stay)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
@@ -371,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
             mode=a.mode, latent_dim=dim, use_metadata=a.use_metadata, use_images=a.use_images,
             image_backbone=a.image_backbone, image_weights=a.image_weights, freeze_backbone=not a.finetune_backbone,
             use_gp=a.use_gp, decoder=a.decoder, decoder_film=a.decoder_film, d_model=a.d_model, n_layers=a.n_layers, n_heads=a.n_heads,
-            d_ff=a.d_ff, dropout=a.dropout, max_len=a.max_len,
+            d_ff=a.d_ff, dropout=a.dropout, max_len=a.max_len, posterior_weight=a.posterior_weight,
         )  # fmt: skip
         train(TrainConfig(
             data=a.data, out=out, model=model, gp_fit=not a.no_gp_fit, cls_weight=a.cls_weight,

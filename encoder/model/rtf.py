@@ -51,6 +51,9 @@ class ModelConfig:
     decoder_film: bool = False  # query decoder: the fingerprint also modulates every hidden layer
     coarse_classes: list[str] = field(default_factory=list)
     fine_classes: list[str] = field(default_factory=list)
+    # Served fingerprints: with w > 0 the fingerprint at unit length with w x the fine-class
+    # probabilities appended (a class-aware metric for neighbour search; training is unchanged).
+    posterior_weight: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +67,11 @@ class ModelConfig:
         return cls(**d)
 
     @property
+    def served_dim(self) -> int:
+        """Length of the fingerprints inference serves (see :attr:`posterior_weight`)."""
+        return self.latent_dim + (len(self.fine_classes) if self.posterior_weight > 0 else 0)
+
+    @property
     def token_channels(self) -> int:
         return self.phot_channels + (2 * self.meta_channels if self.use_metadata else 0)
 
@@ -71,6 +79,8 @@ class ModelConfig:
 class RTFModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        if cfg.posterior_weight < 0 or (cfg.posterior_weight > 0 and not cfg.fine_classes):
+            raise ValueError(f"posterior_weight {cfg.posterior_weight}: must be >= 0, and > 0 only with a fine head")
         self.cfg = cfg
         d = cfg.d_model
         self.register_buffer("phot_shift", torch.tensor(PHOT_SHIFT), persistent=False)
