@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import lru_cache
 from itertools import compress
@@ -24,11 +24,11 @@ import numpy as np
 from app.settings import Settings
 from encoder.checkpoint import DEFAULT_CHECKPOINT
 from encoder.inference import Encoded, Encoder
-from encoder.lightcurve import BANDS, META_FIELDS, LightCurve, LightCurveError
+from encoder.lightcurve import BAND_INDEX, BANDS, META_FIELDS, LightCurve, LightCurveError
 from encoder.readers import meta_matrix
 from indexing.models import utcnow
 from indexing.persistence import file_sha256, save_index
-from indexing.store import AlertRow, ObjectState, Store, UpperLimitRow
+from indexing.store import AlertRow, IngestBatch, ObjectState, Store, StoredHistory, UpperLimitRow
 from indexing.sync import LoadReport, load_or_rebuild
 from indexing.vector_index import IndexConfig, Neighbor, VectorIndex, configure_faiss
 
@@ -59,14 +59,35 @@ class IngestedObjectResult:
     object_id: str
     new_alerts: int
     duplicate_alerts: int
+    dropped_alerts: int
     n_detections: int
     label: str | None
     anomaly_score: float
 
 
 def alert_key(object_id: str, jd: float, band: str) -> str:
-    """Unique key of a detection: the same (object, time, band) posted twice is one alert."""
-    return f"{object_id}:{jd:.6f}:{band}"
+    """Unique key of a detection: the same (object, time, band) posted twice is one alert. The time
+    is written exactly (the shortest repr of the float), so the key tells points apart exactly
+    where the light curve does: two points 1e-7 day apart are two alerts, in SQL as in the fingerprint.
+    (Keys stored before this rule wrote jd to 1e-6 day; ingest compares keys made from the stored
+    rows, so those rows are still recognised.)"""
+    return f"{object_id}:{jd!r}:{band}"
+
+
+def _keys(lc: LightCurve) -> list[str]:
+    return [alert_key(lc.object_id, t, BANDS[b]) for t, b in zip(lc.time.tolist(), lc.band.tolist(), strict=True)]
+
+
+@dataclass
+class _IngestPlan:
+    """What one ingest transaction derived from the stored histories (see ``Catalog.ingest``)."""
+
+    merged: list[LightCurve] = field(default_factory=list)
+    new: dict[str, int] = field(default_factory=dict)
+    duplicate: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    enc: Encoded | None = None
+    batch: IngestBatch | None = None
 
 
 class Catalog:
@@ -178,44 +199,82 @@ class Catalog:
 
     # ---------------------------------------------------------------- ingest
     def ingest(self, lcs: list[LightCurve]) -> list[IngestedObjectResult]:
-        """Store alerts, re-encode each touched object on its whole history, update the index."""
+        """Store alerts, re-encode each touched object on its whole history, update the index.
+
+        Per object, in one SQL transaction that holds the object (see ``Store.ingest_merged``): the
+        stored history is read, the posted points it lacks are added (a point already stored keeps
+        its stored values: first write wins), only the most recent ``MAX_POINTS`` detections and
+        upper limits are kept, and the fingerprint, classes and anomaly score are computed from
+        exactly that light curve, which is what SQL holds after the commit. Stamps are not stored,
+        so they are not encoded here either.
+        """
         posted: dict[str, LightCurve] = {}
-        for lc in lcs:
+        position: dict[str, int] = {}
+        for i, lc in enumerate(lcs):
+            lc = replace(lc, stamps=None) if lc.stamps else lc
             posted[lc.object_id] = posted[lc.object_id].merge(lc) if lc.object_id in posted else lc
+            position.setdefault(lc.object_id, i)
         with self._ingest_lock:
-            keys = {oid: [alert_key(oid, t, BANDS[b]) for t, b in zip(lc.time.tolist(), lc.band.tolist(), strict=True)]
-                    for oid, lc in posted.items()}  # fmt: skip
-            known = self.store.get_objects(list(posted))  # one query; histories only for these
-            merged = []
-            for oid, lc in posted.items():
-                stored = self.lightcurve(oid, missing_ok=True, state=known.get(oid)) if oid in known else None
-                merged.append(lc if stored is None else stored.merge(lc))
-            enc = self.encode(merged)
-            objects, alerts, limits, fps = [], [], [], {}
-            for i, lc in enumerate(merged):
-                coarse, _ = self.probabilities(enc, i)
-                objects.append(ObjectState(
-                    object_id=lc.object_id, survey=lc.survey, ra=lc.ra, dec=lc.dec, label=top_label(coarse),
-                    probabilities=coarse, anomaly_score=float(enc.anomaly[i]), known_label=lc.label,
-                ))  # fmt: skip
-                fps[lc.object_id] = enc.vectors[i]
-                alerts += _alert_rows(posted[lc.object_id], keys[lc.object_id])
-                limits += _limit_rows(posted[lc.object_id])
-            new_keys = set(self.store.ingest(objects, alerts, fps, self.version, limits).new_alert_keys)
+            result, plan = self.store.ingest_merged(list(posted), lambda stored: self._plan_ingest(posted, position, stored))
             self.index.upsert(
-                [lc.object_id for lc in merged], enc.vectors, labels=[o.label for o in objects],
-                anomaly_scores=enc.anomaly.tolist(), last_jd=[float(lc.time[-1]) for lc in merged],
-                n_detections=[len(lc) for lc in merged],
+                [lc.object_id for lc in plan.merged], plan.enc.vectors, labels=[o.label for o in plan.batch.objects],
+                anomaly_scores=plan.enc.anomaly.tolist(), last_jd=[float(lc.time[-1]) for lc in plan.merged],
+                n_detections=[len(lc) for lc in plan.merged],
             )  # fmt: skip
-            self._unsaved += len(merged)
+            self._unsaved += len(plan.merged)
             if self._unsaved >= self.settings.index_save_every:
                 self._save_index_locked()
-        out = []
-        for i, lc in enumerate(merged):
-            n_new = sum(k in new_keys for k in keys[lc.object_id])
-            out.append(IngestedObjectResult(lc.object_id, n_new, len(keys[lc.object_id]) - n_new, len(lc),
-                                            objects[i].label, float(enc.anomaly[i])))  # fmt: skip
-        return out
+        if result.new_alerts != sum(plan.new.values()):  # the object locks rule this out
+            log.error("stored %d new alerts where %d were planned", result.new_alerts, sum(plan.new.values()))
+        return [
+            IngestedObjectResult(lc.object_id, plan.new[lc.object_id], plan.duplicate[lc.object_id],
+                                 plan.dropped[lc.object_id], len(lc), o.label, float(plan.enc.anomaly[i]))
+            for i, (lc, o) in enumerate(zip(plan.merged, plan.batch.objects, strict=True))
+        ]  # fmt: skip
+
+    def _plan_ingest(self, posted: dict[str, LightCurve], position: dict[str, int],
+                     stored: dict[str, StoredHistory]) -> tuple[IngestBatch, _IngestPlan]:  # fmt: skip
+        """Merge each posted light curve into its stored history, encode, and list the writes."""
+        plan = _IngestPlan()
+        alerts, limits, drop_keys, drop_limits = [], [], [], []
+        for oid, lc in posted.items():
+            history = stored.get(oid)
+            old = self._history_lightcurve(oid, history) if history is not None else None
+            if old is not None and old.survey != lc.survey:
+                raise LightCurveError(f"lightcurves[{position[oid]}].survey",
+                                      f"{oid!r} is stored as a {old.survey} object, not {lc.survey}")  # fmt: skip
+            merged = lc if old is None else old.merge(lc, keep_existing=True)
+            keys = _keys(merged)
+            old_keys = {} if old is None else dict(zip(_keys(old), (a.alert_key for a in history.alerts), strict=True))
+            posted_keys = set(_keys(lc))
+            fresh = np.array([k not in old_keys for k in keys], dtype=bool)
+            kept = set(keys)
+            plan.new[oid] = int(fresh.sum())
+            plan.duplicate[oid] = len(posted_keys & old_keys.keys())
+            plan.dropped[oid] = len(posted_keys - kept - old_keys.keys())
+            alerts += _alert_rows(merged, keys, fresh)
+            drop_keys += [stored_key for k, stored_key in old_keys.items() if k not in kept]
+            ul_kept = set(zip(merged.ul_time.tolist(), merged.ul_band.tolist(), strict=True))
+            ul_stored = {(u.jd, BAND_INDEX.get(u.band, -1)): u for u in history.upper_limits
+                         } if history is not None else {}  # fmt: skip
+            drop_limits += [(oid, u.jd, u.band) for k, u in ul_stored.items() if k not in ul_kept]
+            limits += [u for u in _limit_rows(merged) if (u.jd, BAND_INDEX[u.band]) not in ul_stored]
+            plan.merged.append(merged)
+        try:
+            plan.enc = self.encode(plan.merged)
+        except LightCurveError as exc:  # name the request's light curve, not the merged list's
+            i = int(exc.field.split("[", 1)[1].split("]", 1)[0])
+            raise LightCurveError(f"lightcurves[{position[plan.merged[i].object_id]}]", exc.message) from None
+        objects, fps = [], {}
+        for i, lc in enumerate(plan.merged):
+            coarse, _ = self.probabilities(plan.enc, i)
+            objects.append(ObjectState(
+                object_id=lc.object_id, survey=lc.survey, ra=lc.ra, dec=lc.dec, label=top_label(coarse),
+                probabilities=coarse, anomaly_score=float(plan.enc.anomaly[i]), known_label=lc.label,
+            ))  # fmt: skip
+            fps[lc.object_id] = plan.enc.vectors[i]
+        plan.batch = IngestBatch(objects, alerts, fps, self.version, limits, drop_keys, drop_limits)
+        return plan.batch, plan
 
     # ---------------------------------------------------------------- reads
     def get_object(self, object_id: str) -> tuple[ObjectState, LightCurve]:
@@ -233,16 +292,24 @@ class Catalog:
                 return None
             raise UnknownObject(object_id)
         state = state or self.store.get_object(object_id)
-        limits = self.store.get_upper_limits(object_id)
+        history = StoredHistory(state or ObjectState(object_id), alerts, self.store.get_upper_limits(object_id))
+        return self._history_lightcurve(object_id, history)
+
+    @staticmethod
+    def _history_lightcurve(object_id: str, history: StoredHistory) -> LightCurve | None:
+        """The light curve of stored rows (None without alerts): the one validation posted light
+        curves pass, so whatever was stored reads back, and posts back, the same."""
+        alerts, state = history.alerts, history.state
+        if not alerts:
+            return None
         meta = meta_matrix([a.meta or {} for a in alerts], META_FIELDS) if any(a.meta for a in alerts) else None
-        ul = [u for u in limits if u.mag is not None]
+        ul = [u for u in history.upper_limits if u.mag is not None]
         return LightCurve.build(
-            object_id, (state.survey if state and state.survey else "ztf"),
+            object_id, state.survey or "ztf",
             np.array([a.jd for a in alerts]), np.array([a.band for a in alerts]),
             flux=np.array([a.flux for a in alerts]), flux_err=np.array([a.flux_err for a in alerts]), meta=meta,
             ul_time=np.array([u.jd for u in ul]), ul_band=np.array([u.band for u in ul]),
-            ul_mag=np.array([u.mag for u in ul]), ra=state.ra if state else None, dec=state.dec if state else None,
-            label=state.known_label if state else None,
+            ul_mag=np.array([u.mag for u in ul]), ra=state.ra, dec=state.dec, label=state.known_label,
         )  # fmt: skip
 
     def vector_of(self, object_id: str) -> np.ndarray:
@@ -302,8 +369,13 @@ def _finite(x: object) -> float | None:
     return float(x) if isinstance(x, (int, float)) and np.isfinite(x) else None
 
 
-def _alert_rows(lc: LightCurve, keys: list[str]) -> list[AlertRow]:
-    """One row per detection; metadata as {field: value} of the present fields (vectorised)."""
+def _alert_rows(lc: LightCurve, keys: list[str], select: np.ndarray | None = None) -> list[AlertRow]:
+    """One row per detection (where ``select``); metadata as {field: value} of the present fields."""
+    if select is not None and not select.all():
+        idx = np.flatnonzero(select)
+        lc = replace(lc, time=lc.time[idx], band=lc.band[idx], flux=lc.flux[idx], flux_err=lc.flux_err[idx],
+                     meta=None if lc.meta is None else lc.meta[idx], alert_id=None)  # fmt: skip
+        keys = [keys[i] for i in idx.tolist()]
     mag, mag_err = lc.mag, lc.mag_err
     mag = np.where(np.isfinite(mag), mag, np.nan).tolist()
     mag_err = np.where(np.isfinite(mag_err), mag_err, np.nan).tolist()

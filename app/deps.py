@@ -20,7 +20,6 @@ from encoder.readers import AlertFormatError, read_alert_avro
 
 AVRO_TYPES = {"avro/binary", "application/avro", "application/vnd.apache.avro", "application/octet-stream"}
 JSON_TYPES = {"application/json", ""}
-MAX_LABEL_LENGTH = 64
 INLINE_MAX_DETECTIONS = 2_000  # ~10 ms of encoding: below it a request is encoded on the event loop
 
 
@@ -82,10 +81,6 @@ async def request_lightcurves(request: Request, settings: SettingsDep) -> list[L
                 lcs.append(item.to_lightcurve())
             except LightCurveError as exc:
                 raise lightcurve_error(exc, ("body", "lightcurves", i)) from None
-            if item.label is not None and len(item.label) > MAX_LABEL_LENGTH:  # the SQL column's width
-                msg = f"{len(item.label)} characters; at most {MAX_LABEL_LENGTH}"
-                loc = ("body", "lightcurves", i, "label")
-                raise RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg}])
     else:
         raise HTTPException(415, f"unsupported Content-Type {ctype!r}: send application/json or avro/binary")
     if not lcs:

@@ -29,7 +29,8 @@ class FingerprintsResponse(BaseModel):
 class IngestedObject(BaseModel):
     object_id: str
     new_alerts: int = Field(..., description="detections stored by this request")
-    duplicate_alerts: int = Field(..., description="detections already stored (ignored)")
+    duplicate_alerts: int = Field(..., description="detections already stored (the stored values stand)")
+    dropped_alerts: int = Field(0, description="detections older than the object's most recent 20,000 (not kept)")
     n_detections: int
     label: str | None
     anomaly_score: float | None

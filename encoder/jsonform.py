@@ -25,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from encoder.lightcurve import (
     BANDS,
+    MAG_RANGE,
+    MAX_LABEL_LENGTH,
     MAX_OBJECT_ID_LENGTH,
     MAX_POINTS,
     META_FIELDS,
@@ -32,6 +34,7 @@ from encoder.lightcurve import (
     STAMP_KINDS,
     LightCurve,
     LightCurveError,
+    magerr_to_njy,
 )
 from encoder.readers import meta_matrix
 
@@ -100,7 +103,8 @@ class LightCurveIn(BaseModel):
     detections: list[Detection] = Field(..., min_length=1, max_length=MAX_POINTS)
     upper_limits: list[UpperLimit] = Field(default_factory=list, max_length=MAX_POINTS)
     stamps: Stamps | None = None
-    label: str | None = Field(None, description="Known class, if any (stored, never used to encode)")
+    label: str | None = Field(None, max_length=MAX_LABEL_LENGTH,
+                              description="Known class, if any (stored, never used to encode)")
 
     def to_lightcurve(self) -> LightCurve:
         """Validated :class:`LightCurve`; raises :class:`LightCurveError` naming the field."""
@@ -114,7 +118,7 @@ class LightCurveIn(BaseModel):
     def from_lightcurve(cls, lc: LightCurve, *, include_stamps: bool = False) -> LightCurveIn:
         """The JSON form of a light curve (magnitudes where the flux is positive, else flux)."""
         mag, mag_err = lc.mag, lc.mag_err
-        use_mag = lc.survey == "ztf" and bool(np.all(np.isfinite(mag)))
+        use_mag = lc.survey == "ztf" and _mag_form_round_trips(mag, mag_err)
         dets = []
         for i in range(len(lc)):
             meta = None
@@ -137,6 +141,14 @@ class LightCurveIn(BaseModel):
             {"object_id": lc.object_id, "survey": lc.survey, "ra": lc.ra, "dec": lc.dec,
              "detections": dets, "upper_limits": uls, "stamps": stamps, "label": lc.label}
         )  # fmt: skip
+
+
+def _mag_form_round_trips(mag: np.ndarray, mag_err: np.ndarray) -> bool:
+    """Whether magnitudes are a faithful form of these fluxes: positive fluxes whose magnitudes and
+    errors pass the posting checks and convert back to positive flux errors (else: flux form)."""
+    with np.errstate(all="ignore"):
+        ok = np.isfinite(mag) & (mag >= MAG_RANGE[0]) & (mag <= MAG_RANGE[1]) & (mag_err > 0) & (mag_err <= 10.0)
+        return bool(ok.all()) and bool(np.all(magerr_to_njy(mag, mag_err) > 0))
 
 
 _META_NAMES = frozenset(META_FIELDS)

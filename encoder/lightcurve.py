@@ -48,6 +48,10 @@ JD_RANGE = (2447892.5, 2488069.5)
 MAX_POINTS = 20_000
 MAX_OBJECT_ID_LENGTH = 128
 MAG_RANGE = (-5.0, 40.0)
+#: Largest |flux| and flux error accepted, in nJy: the flux of the brightest magnitude (-5), so that
+#: every stored flux reads back as a magnitude in MAG_RANGE and encodes to a finite fingerprint.
+MAX_FLUX = 10.0 ** (-0.4 * (MAG_RANGE[0] - NJY_ZERO_POINT))
+MAX_LABEL_LENGTH = 64
 #: ZTF and LSST alert metadata sentinel values that mean "missing".
 MISSING_SENTINELS = (-999.0, -99.0, -9999.0)
 
@@ -155,7 +159,9 @@ class LightCurve:
             flux_err = _float_array("detections.flux_err", flux_err, n)
             _check_finite("detections", "flux", flux)
             _check_finite("detections", "flux_err", flux_err)
+            _check_range("detections", "flux", flux, -MAX_FLUX, MAX_FLUX, hint=" nJy (magnitude -5)")
             _check_positive("detections", "flux_err", flux_err)
+            _check_range("detections", "flux_err", flux_err, 0.0, MAX_FLUX, hint=" nJy")
         elif mag is not None and mag_err is not None:
             mag = _float_array("detections.mag", mag, n)
             mag_err = _float_array("detections.mag_err", mag_err, n)
@@ -166,6 +172,10 @@ class LightCurve:
             _check_range("detections", "mag_err", mag_err, 0.0, 10.0)
             flux = mag_to_njy(mag)
             flux_err = magerr_to_njy(mag, mag_err)
+            underflow = flux_err <= 0  # a faint magnitude with a tiny error: no flux error is left
+            if underflow.any():
+                i = _first_bad(underflow)
+                raise LightCurveError(f"detections[{i}].mag_err", f"{mag_err[i]} is too small for mag {mag[i]}")
             if negative is not None:
                 negative = np.asarray(negative, dtype=bool)
                 if negative.shape != (n,):
@@ -204,6 +214,7 @@ class LightCurve:
             if unknown:
                 raise LightCurveError("stamps", f"unknown stamp kinds {sorted(unknown)}; expected {STAMP_KINDS}")
             stamps = {k: v for k, v in stamps.items() if v}
+        label = _check_label(label)
         return cls(
             object_id=object_id, survey=survey, time=time, band=band_idx, flux=flux, flux_err=flux_err,  # type: ignore[arg-type]
             meta=meta, ul_time=ul_t, ul_band=ul_b, ul_mag=ul_m, ra=ra, dec=dec,
@@ -259,29 +270,35 @@ class LightCurve:
             alert_id=None if self.alert_id is None else self.alert_id[idx],
         )  # fmt: skip
 
-    def merge(self, other: LightCurve) -> LightCurve:
+    def merge(self, other: LightCurve, *, keep_existing: bool = False, max_points: int = MAX_POINTS) -> LightCurve:
         """This light curve with another's detections and limits added (same object).
 
-        Later stamps and metadata win; duplicated (time, band) points are kept once.
+        A (time, band) point in both is kept once: the other's values (a newer packet), or this
+        one's with ``keep_existing`` (a stored history, which a re-post does not change). Only the
+        most recent ``max_points`` detections and upper limits are kept. Coordinates, stamps and
+        label come from the other light curve where it has them.
         """
         if other.object_id != self.object_id:
             raise LightCurveError("object_id", f"cannot merge {other.object_id!r} into {self.object_id!r}")
-        first, second = other, self  # build() keeps the first of duplicated points: the newer one
+        first, second = (self, other) if keep_existing else (other, self)  # build() keeps the first duplicate
         meta = None
         if self.meta is not None or other.meta is not None:
             meta = np.concatenate([_meta_or_nan(first), _meta_or_nan(second)])
         alert_id = None
         if self.alert_id is not None and other.alert_id is not None:
             alert_id = np.concatenate([first.alert_id, second.alert_id])
+        time, band = np.concatenate([first.time, second.time]), np.concatenate([first.band, second.band])
+        keep = _most_recent_unique(time, band, max_points)
+        ul_time = np.concatenate([first.ul_time, second.ul_time])
+        ul_band = np.concatenate([first.ul_band, second.ul_band])
+        ul_keep = _most_recent_unique(ul_time, ul_band, max_points)
         return LightCurve.build(
-            self.object_id, self.survey,
-            np.concatenate([first.time, second.time]), np.concatenate([first.band, second.band]),
-            flux=np.concatenate([first.flux, second.flux]),
-            flux_err=np.concatenate([first.flux_err, second.flux_err]),
-            meta=meta, alert_id=alert_id,
-            ul_time=np.concatenate([self.ul_time, other.ul_time]),
-            ul_band=np.concatenate([self.ul_band, other.ul_band]),
-            ul_mag=np.concatenate([self.ul_mag, other.ul_mag]),
+            self.object_id, self.survey, time[keep], band[keep],
+            flux=np.concatenate([first.flux, second.flux])[keep],
+            flux_err=np.concatenate([first.flux_err, second.flux_err])[keep],
+            meta=None if meta is None else meta[keep], alert_id=None if alert_id is None else alert_id[keep],
+            ul_time=ul_time[ul_keep], ul_band=ul_band[ul_keep],
+            ul_mag=np.concatenate([first.ul_mag, second.ul_mag])[ul_keep],
             ra=other.ra if other.ra is not None else self.ra,
             dec=other.dec if other.dec is not None else self.dec,
             stamps=other.stamps or self.stamps, label=other.label or self.label,
@@ -289,6 +306,15 @@ class LightCurve:
 
 
 # ---------------------------------------------------------------------- helpers
+def _most_recent_unique(time: np.ndarray, band: np.ndarray, max_points: int) -> np.ndarray:
+    """Indices of the first occurrence of each (time, band) pair, the latest ``max_points`` of them."""
+    order = np.lexsort((band, time))  # stable: of duplicates, the first given comes first
+    t, b = time[order], band[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (np.diff(t) != 0) | (np.diff(b) != 0)
+    return np.sort(order[first][-max_points:]) if max_points > 0 else order[:0]
+
+
 def _meta_or_nan(lc: LightCurve) -> np.ndarray:
     if lc.meta is not None:
         return lc.meta
@@ -303,6 +329,18 @@ def _check_object_id(object_id: object) -> str:
     if any(ord(c) < 32 or c == "/" for c in object_id):
         raise LightCurveError("object_id", "must not contain control characters or '/'")
     return object_id
+
+
+def _check_label(label: object) -> str | None:
+    if label is None:
+        return None
+    if not isinstance(label, str):
+        raise LightCurveError("label", "must be a string")
+    if len(label) > MAX_LABEL_LENGTH:
+        raise LightCurveError("label", f"{len(label)} characters; at most {MAX_LABEL_LENGTH}")
+    if any(ord(c) < 32 for c in label):
+        raise LightCurveError("label", "must not contain control characters")
+    return label
 
 
 def _float_array(name: str, values: object, n: int | None = None) -> np.ndarray:
@@ -394,7 +432,7 @@ def _coordinates(ra: float | None, dec: float | None) -> tuple[float | None, flo
     if ra is None or dec is None:
         raise LightCurveError("ra" if ra is None else "dec", "give both ra and dec, or neither")
     ra, dec = float(ra), float(dec)
-    if not (np.isfinite(ra) and 0.0 <= ra < 360.0 + 1e-9):
+    if not (np.isfinite(ra) and 0.0 <= ra < 360.0):
         raise LightCurveError("ra", f"{ra} is outside [0, 360)")
     if not (np.isfinite(dec) and -90.0 <= dec <= 90.0):
         raise LightCurveError("dec", f"{dec} is outside [-90, 90]")

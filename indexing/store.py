@@ -28,14 +28,14 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Text, and_, bindparam, cast, create_engine, event, exists, func, or_, select, update
+from sqlalchemy import Text, and_, bindparam, cast, create_engine, event, exists, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -54,14 +54,17 @@ __all__ = [
     "AlertRow",
     "FingerprintBatch",
     "FingerprintScan",
+    "IngestBatch",
     "IngestResult",
     "ModelInfo",
     "ObjectState",
     "Store",
+    "StoredHistory",
     "UpperLimitRow",
     "make_engine",
 ]
 
+T = TypeVar("T")
 _CHUNK = 500  # rows per IN (...) list / executemany slice
 _PG_RETRY_CODES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
 
@@ -69,7 +72,7 @@ _PG_RETRY_CODES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
 # --------------------------------------------------------------------------- dataclasses
 @dataclass(slots=True)
 class AlertRow:
-    """One detection. ``alert_key`` is unique: the candid, or f"{object_id}:{jd:.6f}:{band}"."""
+    """One detection. ``alert_key`` is unique (the service writes f"{object_id}:{jd!r}:{band}")."""
 
     alert_key: str
     object_id: str
@@ -145,6 +148,109 @@ class FingerprintBatch:
     anomaly_score: np.ndarray  # (n,) float64
     last_jd: np.ndarray  # (n,) float64
     n_detections: np.ndarray  # (n,) int64
+
+
+@dataclass(slots=True)
+class StoredHistory:
+    """What is stored of one object: its row, its alerts and its upper limits (by jd, band)."""
+
+    state: ObjectState
+    alerts: list[AlertRow]
+    upper_limits: list[UpperLimitRow]
+
+
+@dataclass(slots=True)
+class IngestBatch:
+    """The writes of one :meth:`Store.ingest` transaction. ``drop_alert_keys`` and
+    ``drop_upper_limits`` (object_id, jd, band) are stored points to delete (the history cap)."""
+
+    objects: Sequence[ObjectState]
+    alerts: Sequence[AlertRow] = ()
+    fingerprints: dict[str, np.ndarray] | None = None
+    model_version: str | None = None
+    upper_limits: Sequence[UpperLimitRow] = ()
+    drop_alert_keys: Sequence[str] = ()
+    drop_upper_limits: Sequence[tuple[str, float, str]] = ()
+
+
+class _IngestRows:
+    """An :class:`IngestBatch` as checked, de-duplicated and sorted SQL rows (sorted: every
+    transaction takes row locks in the same order, which avoids deadlocks)."""
+
+    def __init__(self, batch: IngestBatch) -> None:
+        fingerprints = batch.fingerprints or {}
+        if fingerprints and not batch.model_version:
+            raise ValueError("fingerprints need a model_version")
+        self.now = now = utcnow()
+        self.objects: dict[str, dict[str, Any]] = {}
+        for s in batch.objects:
+            if not s.object_id or len(s.object_id) > OBJECT_ID_MAX:
+                raise ValueError(f"bad object_id {s.object_id!r}")
+            self.objects[s.object_id] = {
+                "object_id": s.object_id,
+                "survey": s.survey,
+                "ra": _f(s.ra),
+                "dec": _f(s.dec),
+                "first_jd": _f(s.first_jd),
+                "last_jd": _f(s.last_jd),
+                "n_detections": int(s.n_detections or 0),
+                "label": s.label,
+                "probabilities": {k: float(v) for k, v in s.probabilities.items()} if s.probabilities else None,
+                "anomaly_score": _f(s.anomaly_score),
+                "known_label": s.known_label,
+                "revision": 1,
+                "updated_at": now,
+            }
+        referenced = {a.object_id for a in batch.alerts} | {u.object_id for u in batch.upper_limits} | set(fingerprints)
+        self.bare = sorted(referenced - self.objects.keys())
+        self.alerts = sorted(
+            (
+                {
+                    "alert_key": a.alert_key,
+                    "object_id": a.object_id,
+                    "jd": float(a.jd),
+                    "band": a.band,
+                    "mag": _f(a.mag),
+                    "mag_err": _f(a.mag_err),
+                    "flux": float(a.flux),
+                    "flux_err": float(a.flux_err),
+                    "meta": a.meta,
+                }
+                for a in {a.alert_key: a for a in batch.alerts}.values()
+            ),
+            key=lambda r: r["alert_key"],
+        )
+        self.limits = sorted(
+            {(u.object_id, float(u.jd), u.band): _f(u.mag) for u in batch.upper_limits}.items(), key=lambda kv: kv[0]
+        )
+        self.fps = []
+        for oid in sorted(fingerprints):
+            v = np.asarray(fingerprints[oid], dtype="<f4").reshape(-1)
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"non-finite fingerprint for {oid!r}")
+            self.fps.append(
+                {
+                    "object_id": oid,
+                    "model_version": batch.model_version,
+                    "vector": v.tobytes(),
+                    "dim": int(v.shape[0]),
+                    "revision": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        self.drop_alert_keys = sorted(batch.drop_alert_keys)
+        self.drop_limits = sorted(batch.drop_upper_limits)
+        # objects whose detection summary is re-derived from their stored alerts
+        self.summary_objects = sorted(self.objects.keys() | {r["object_id"] for r in self.alerts})
+
+
+#: Exclusive transaction-level locks on objects by id hash, taken in one fixed order (hash
+#: collisions only serialise two unrelated objects; a deadlock is retried by ``Store._write``).
+_PG_LOCK_OBJECTS = text(
+    "SELECT pg_advisory_xact_lock(7270002, h) FROM "
+    "(SELECT DISTINCT hashtext(x) AS h FROM unnest(CAST(:ids AS text[])) AS x ORDER BY h) AS locks"
+)
 
 
 # --------------------------------------------------------------------------- engine
@@ -385,204 +491,192 @@ class Store:
         ``model_version``. Objects referenced by alerts / limits / fingerprints but absent from
         ``objects`` are created with empty fields when not stored yet.
         """
-        fingerprints = fingerprints or {}
-        if fingerprints and not model_version:
-            raise ValueError("fingerprints need a model_version")
-        now = utcnow()
+        rows = _IngestRows(IngestBatch(objects, alerts, fingerprints, model_version, upper_limits))
+        return self._write(lambda conn: self._apply(conn, rows))
 
-        obj_rows: dict[str, dict[str, Any]] = {}
-        for s in objects:
-            if not s.object_id or len(s.object_id) > OBJECT_ID_MAX:
-                raise ValueError(f"bad object_id {s.object_id!r}")
-            obj_rows[s.object_id] = {
-                "object_id": s.object_id,
-                "survey": s.survey,
-                "ra": _f(s.ra),
-                "dec": _f(s.dec),
-                "first_jd": _f(s.first_jd),
-                "last_jd": _f(s.last_jd),
-                "n_detections": int(s.n_detections or 0),
-                "label": s.label,
-                "probabilities": {k: float(v) for k, v in s.probabilities.items()} if s.probabilities else None,
-                "anomaly_score": _f(s.anomaly_score),
-                "known_label": s.known_label,
-                "revision": 1,
-                "updated_at": now,
-            }
-        referenced = {a.object_id for a in alerts} | {u.object_id for u in upper_limits} | set(fingerprints)
-        bare = sorted(referenced - obj_rows.keys())
+    def ingest_merged(self, object_ids: Sequence[str], prepare: Callable[[dict[str, StoredHistory]], tuple[IngestBatch, T]]
+                      ) -> tuple[IngestResult, T]:  # fmt: skip
+        """Read-merge-write of these objects as ONE transaction that holds them exclusively.
 
-        alert_rows = sorted(
-            (
-                {
-                    "alert_key": a.alert_key,
-                    "object_id": a.object_id,
-                    "jd": float(a.jd),
-                    "band": a.band,
-                    "mag": _f(a.mag),
-                    "mag_err": _f(a.mag_err),
-                    "flux": float(a.flux),
-                    "flux_err": float(a.flux_err),
-                    "meta": a.meta,
-                }
-                for a in {a.alert_key: a for a in alerts}.values()
-            ),
-            key=lambda r: r["alert_key"],
-        )
-        ul_rows = sorted(
-            {(u.object_id, float(u.jd), u.band): _f(u.mag) for u in upper_limits}.items(), key=lambda kv: kv[0]
-        )
-        fp_rows = []
-        for oid in sorted(fingerprints):
-            v = np.asarray(fingerprints[oid], dtype="<f4").reshape(-1)
-            if not np.all(np.isfinite(v)):
-                raise ValueError(f"non-finite fingerprint for {oid!r}")
-            fp_rows.append(
-                {
-                    "object_id": oid,
-                    "model_version": model_version,
-                    "vector": v.tobytes(),
-                    "dim": int(v.shape[0]),
-                    "revision": 1,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-        # objects whose detection summary is re-derived from their stored alerts
-        summary_objects = sorted(obj_rows.keys() | {r["object_id"] for r in alert_rows})
+        The objects are locked first (PostgreSQL: transaction-level advisory locks in a fixed order;
+        SQLite: the writer's database lock, ``BEGIN IMMEDIATE``), then their stored histories are
+        read and handed to ``prepare``, whose batch is written before the commit. Two processes
+        ingesting the same object are serialised, so what ``prepare`` derives from the history (the
+        fingerprint, the predictions) is of exactly the rows stored. ``prepare`` may raise to store
+        nothing; it runs again if a PostgreSQL deadlock makes the transaction retry.
+        """
+        ids = sorted(set(object_ids))
 
-        def run(conn) -> IngestResult:
-            o_t, a_t, u_t, f_t = (
-                ObjectRecord.__table__,
-                AlertRecord.__table__,
-                UpperLimitRecord.__table__,
-                FingerprintRecord.__table__,
-            )
-            # 1. objects first (sorted: a consistent row-lock order avoids deadlocks)
-            touched: set[str] = set()
-            if obj_rows:
-                ins = self._insert(o_t)
-                ex = ins.excluded
-                new = {
-                    c: func.coalesce(getattr(ex, c), getattr(o_t.c, c))
-                    for c in ("survey", "ra", "dec", "first_jd", "last_jd", "label", "anomaly_score", "known_label")
-                }
-                new["n_detections"] = func.coalesce(func.nullif(ex.n_detections, 0), o_t.c.n_detections)
-                new["probabilities"] = func.coalesce(ex.probabilities, o_t.c.probabilities)
-                # only rows that really change are written (and get a new revision)
-                changed = or_(
-                    *(
-                        (cast(v, Text) if c == "probabilities" else v).is_distinct_from(
-                            cast(o_t.c[c], Text) if c == "probabilities" else o_t.c[c]
-                        )
-                        for c, v in new.items()
-                    )
-                )
-                stmt = ins.on_conflict_do_update(
-                    index_elements=[o_t.c.object_id],
-                    set_={**new, "revision": o_t.c.revision + 1, "updated_at": ex.updated_at},
-                    where=changed,
-                ).returning(o_t.c.object_id)
-                rows = [obj_rows[k] for k in sorted(obj_rows)]
-                for part in _chunks(rows):
-                    touched.update(k for (k,) in conn.execute(stmt, list(part)))
-            if bare:
-                stmt = (
-                    self._insert(o_t)
-                    .on_conflict_do_nothing(index_elements=[o_t.c.object_id])
-                    .returning(o_t.c.object_id)
-                )
-                for part in _chunks(bare):
-                    rows = [{"object_id": b, "n_detections": 0, "revision": 1, "updated_at": now} for b in part]
-                    touched.update(k for (k,) in conn.execute(stmt, rows))
-            # 2. alerts, skipping stored keys
-            new_keys: list[str] = []
-            if alert_rows and self.dialect == "sqlite":
-                new_keys = _insert_new_alerts_sqlite(conn, alert_rows)
-            elif alert_rows:
-                stmt = (
-                    self._insert(a_t)
-                    .on_conflict_do_nothing(index_elements=[a_t.c.alert_key])
-                    .returning(a_t.c.alert_key)
-                )
-                for part in _chunks(alert_rows):
-                    rows = [r | {"meta": json.loads(r["meta"])} if isinstance(r["meta"], str) else r for r in part]
-                    new_keys.extend(k for (k,) in conn.execute(stmt, rows))
-            n_ul = 0
-            if ul_rows and self.dialect == "sqlite":
-                n_ul = _insert_new_limits_sqlite(conn, ul_rows)
-            elif ul_rows:
-                stmt = (
-                    self._insert(u_t)
-                    .on_conflict_do_nothing(index_elements=[u_t.c.object_id, u_t.c.jd, u_t.c.band])
-                    .returning(u_t.c.id)
-                )
-                for part in _chunks(ul_rows):
-                    rows = [{"object_id": o, "jd": jd, "band": b, "mag": m} for (o, jd, b), m in part]
-                    n_ul += len(conn.execute(stmt, rows).all())
-            # 3. detection summary from all stored alerts (authoritative under concurrency; objects
-            #    without any stored alert keep the caller's first_jd / last_jd / n_detections)
-            for part in _chunks(summary_objects):
-                agg = (
-                    select(
-                        a_t.c.object_id,
-                        func.count().label("n"),
-                        func.min(a_t.c.jd).label("first"),
-                        func.max(a_t.c.jd).label("last"),
-                    )
-                    .where(a_t.c.object_id.in_(list(part)))
-                    .group_by(a_t.c.object_id)
-                )
-                summary = conn.execute(agg).all()
-                if summary:
-                    n, first, last = bindparam("n"), bindparam("first"), bindparam("last")
-                    res = conn.execute(
-                        update(o_t)
-                        .where(
-                            o_t.c.object_id == bindparam("oid"),
-                            or_(
-                                o_t.c.n_detections.is_distinct_from(n),
-                                o_t.c.first_jd.is_distinct_from(first),
-                                o_t.c.last_jd.is_distinct_from(last),
-                            ),
-                        )
-                        .values(
-                            n_detections=n,
-                            first_jd=first,
-                            last_jd=last,
-                            revision=o_t.c.revision + 1,
-                            updated_at=now,
-                        ),
-                        [{"oid": r[0], "n": r[1], "first": r[2], "last": r[3]} for r in summary],
-                    )
-                    if res.rowcount:
-                        touched.update(r[0] for r in summary)
-            # 4. fingerprints
-            n_fp = 0
-            if fp_rows:
-                ins = self._insert(f_t)
-                stmt = ins.on_conflict_do_update(
-                    index_elements=[f_t.c.object_id, f_t.c.model_version],
-                    set_={
-                        "vector": ins.excluded.vector,
-                        "dim": ins.excluded.dim,
-                        "revision": f_t.c.revision + 1,
-                        "updated_at": ins.excluded.updated_at,
-                    },
-                    where=f_t.c.vector.is_distinct_from(ins.excluded.vector),
-                ).returning(f_t.c.id)
-                for part in _chunks(fp_rows):
-                    n_fp += len(conn.execute(stmt, list(part)).all())
-            return IngestResult(
-                new_alerts=len(new_keys),
-                duplicate_alerts=len(alert_rows) - len(new_keys),
-                new_upper_limits=n_ul,
-                objects_touched=len(touched),
-                fingerprints_written=n_fp,
-                new_alert_keys=new_keys,
-            )
+        def run(conn) -> tuple[IngestResult, T]:
+            if self.dialect == "postgresql" and ids:
+                conn.execute(_PG_LOCK_OBJECTS, {"ids": ids})
+            batch, payload = prepare(self._read_histories(conn, ids))
+            return self._apply(conn, _IngestRows(batch)), payload
 
         return self._write(run)
+
+    def _read_histories(self, conn, ids: Sequence[str]) -> dict[str, StoredHistory]:
+        """Rows, alerts (by jd, band) and upper limits (by jd, band) of the stored objects among ``ids``."""
+        o_t, a, u = ObjectRecord.__table__, AlertRecord.__table__.c, UpperLimitRecord.__table__.c
+        out: dict[str, StoredHistory] = {}
+        for part in _chunks(list(ids)):
+            for r in conn.execute(select(o_t).where(o_t.c.object_id.in_(list(part)))):
+                out[r.object_id] = StoredHistory(self._state(r), [], [])
+            q = (
+                select(a.alert_key, a.object_id, a.jd, a.band, a.mag, a.mag_err, a.flux, a.flux_err, a.meta)
+                .where(a.object_id.in_(list(part)))
+                .order_by(a.object_id, a.jd, a.band, a.id)
+            )
+            for r in conn.execute(q):
+                if r[1] in out:
+                    out[r[1]].alerts.append(AlertRow(*r))
+            q = select(u.object_id, u.jd, u.band, u.mag).where(u.object_id.in_(list(part))).order_by(u.object_id, u.jd, u.band)
+            for r in conn.execute(q):
+                if r[0] in out:
+                    out[r[0]].upper_limits.append(UpperLimitRow(*r))
+        return out
+
+    def _apply(self, conn, plan: _IngestRows) -> IngestResult:
+        """The writes of one batch, on a connection inside a write transaction."""
+        obj_rows, bare, alert_rows, ul_rows, fp_rows = plan.objects, plan.bare, plan.alerts, plan.limits, plan.fps
+        summary_objects, now = plan.summary_objects, plan.now
+        o_t, a_t, u_t, f_t = (
+            ObjectRecord.__table__,
+            AlertRecord.__table__,
+            UpperLimitRecord.__table__,
+            FingerprintRecord.__table__,
+        )
+        # 1. objects first (sorted: a consistent row-lock order avoids deadlocks)
+        touched: set[str] = set()
+        if obj_rows:
+            ins = self._insert(o_t)
+            ex = ins.excluded
+            new = {
+                c: func.coalesce(getattr(ex, c), getattr(o_t.c, c))
+                for c in ("survey", "ra", "dec", "first_jd", "last_jd", "label", "anomaly_score", "known_label")
+            }
+            new["n_detections"] = func.coalesce(func.nullif(ex.n_detections, 0), o_t.c.n_detections)
+            new["probabilities"] = func.coalesce(ex.probabilities, o_t.c.probabilities)
+            # only rows that really change are written (and get a new revision)
+            changed = or_(
+                *(
+                    (cast(v, Text) if c == "probabilities" else v).is_distinct_from(
+                        cast(o_t.c[c], Text) if c == "probabilities" else o_t.c[c]
+                    )
+                    for c, v in new.items()
+                )
+            )
+            stmt = ins.on_conflict_do_update(
+                index_elements=[o_t.c.object_id],
+                set_={**new, "revision": o_t.c.revision + 1, "updated_at": ex.updated_at},
+                where=changed,
+            ).returning(o_t.c.object_id)
+            rows = [obj_rows[k] for k in sorted(obj_rows)]
+            for part in _chunks(rows):
+                touched.update(k for (k,) in conn.execute(stmt, list(part)))
+        if bare:
+            stmt = (
+                self._insert(o_t)
+                .on_conflict_do_nothing(index_elements=[o_t.c.object_id])
+                .returning(o_t.c.object_id)
+            )
+            for part in _chunks(bare):
+                rows = [{"object_id": b, "n_detections": 0, "revision": 1, "updated_at": now} for b in part]
+                touched.update(k for (k,) in conn.execute(stmt, rows))
+        # 2. alerts, skipping stored keys
+        new_keys: list[str] = []
+        if alert_rows and self.dialect == "sqlite":
+            new_keys = _insert_new_alerts_sqlite(conn, alert_rows)
+        elif alert_rows:
+            stmt = (
+                self._insert(a_t)
+                .on_conflict_do_nothing(index_elements=[a_t.c.alert_key])
+                .returning(a_t.c.alert_key)
+            )
+            for part in _chunks(alert_rows):
+                rows = [r | {"meta": json.loads(r["meta"])} if isinstance(r["meta"], str) else r for r in part]
+                new_keys.extend(k for (k,) in conn.execute(stmt, rows))
+        n_ul = 0
+        if ul_rows and self.dialect == "sqlite":
+            n_ul = _insert_new_limits_sqlite(conn, ul_rows)
+        elif ul_rows:
+            stmt = (
+                self._insert(u_t)
+                .on_conflict_do_nothing(index_elements=[u_t.c.object_id, u_t.c.jd, u_t.c.band])
+                .returning(u_t.c.id)
+            )
+            for part in _chunks(ul_rows):
+                rows = [{"object_id": o, "jd": jd, "band": b, "mag": m} for (o, jd, b), m in part]
+                n_ul += len(conn.execute(stmt, rows).all())
+        # 2b. the history cap: points the caller dropped (oldest first) leave with this transaction
+        for part in _chunks(plan.drop_alert_keys):
+            conn.execute(a_t.delete().where(a_t.c.alert_key.in_(list(part))))
+        if plan.drop_limits:
+            conn.execute(
+                u_t.delete().where(u_t.c.object_id == bindparam("o"), u_t.c.jd == bindparam("j"), u_t.c.band == bindparam("b")),
+                [{"o": o, "j": j, "b": b} for o, j, b in plan.drop_limits],
+            )
+        # 3. detection summary from all stored alerts (authoritative under concurrency; objects
+        #    without any stored alert keep the caller's first_jd / last_jd / n_detections)
+        for part in _chunks(summary_objects):
+            agg = (
+                select(
+                    a_t.c.object_id,
+                    func.count().label("n"),
+                    func.min(a_t.c.jd).label("first"),
+                    func.max(a_t.c.jd).label("last"),
+                )
+                .where(a_t.c.object_id.in_(list(part)))
+                .group_by(a_t.c.object_id)
+            )
+            summary = conn.execute(agg).all()
+            if summary:
+                n, first, last = bindparam("n"), bindparam("first"), bindparam("last")
+                res = conn.execute(
+                    update(o_t)
+                    .where(
+                        o_t.c.object_id == bindparam("oid"),
+                        or_(
+                            o_t.c.n_detections.is_distinct_from(n),
+                            o_t.c.first_jd.is_distinct_from(first),
+                            o_t.c.last_jd.is_distinct_from(last),
+                        ),
+                    )
+                    .values(
+                        n_detections=n,
+                        first_jd=first,
+                        last_jd=last,
+                        revision=o_t.c.revision + 1,
+                        updated_at=now,
+                    ),
+                    [{"oid": r[0], "n": r[1], "first": r[2], "last": r[3]} for r in summary],
+                )
+                if res.rowcount:
+                    touched.update(r[0] for r in summary)
+        # 4. fingerprints
+        n_fp = 0
+        if fp_rows:
+            ins = self._insert(f_t)
+            stmt = ins.on_conflict_do_update(
+                index_elements=[f_t.c.object_id, f_t.c.model_version],
+                set_={
+                    "vector": ins.excluded.vector,
+                    "dim": ins.excluded.dim,
+                    "revision": f_t.c.revision + 1,
+                    "updated_at": ins.excluded.updated_at,
+                },
+                where=f_t.c.vector.is_distinct_from(ins.excluded.vector),
+            ).returning(f_t.c.id)
+            for part in _chunks(fp_rows):
+                n_fp += len(conn.execute(stmt, list(part)).all())
+        return IngestResult(
+            new_alerts=len(new_keys),
+            duplicate_alerts=len(alert_rows) - len(new_keys),
+            new_upper_limits=n_ul,
+            objects_touched=len(touched),
+            fingerprints_written=n_fp,
+            new_alert_keys=new_keys,
+        )
 
     def update_predictions(
         self,

@@ -123,7 +123,7 @@ def json_cases() -> list:
             batch(lc("bad-huge", detections=[flux | {"flux": 1e300, "flux_err": 1e-300}])),
             JSON,
             {422},
-            "finite",
+            "outside",
         ),
         ("mag-out-of-range", ["bad-mag"], batch(det("bad-mag", 0, mag=1e308)), JSON, {422}, "mag"),
         ("jd-out-of-range", ["bad-jd"], batch(det("bad-jd", 0, jd=12.5)), JSON, {422}, "jd"),

@@ -23,6 +23,7 @@ from ._common import (
     merge_by_object,
     meta_matrix,
 )
+from .avro_container import AvroLimitError, AvroLimits
 from .lightcurve_parquet import read_lightcurves_parquet, write_lightcurves_parquet
 from .lsst_avro import iter_lsst_alerts, lsst_packet_to_lightcurve, read_lsst_avro, write_lsst_avro
 from .parquet import read_alerce_parquet, read_bts_coarse, read_bts_parquet, read_fink_parquet, read_ztf_alerts_parquet
@@ -34,6 +35,8 @@ __all__ = [
     "write_lightcurves_parquet",
     "FLUXCAL_TO_NJY",
     "AlertFormatError",
+    "AvroLimitError",
+    "AvroLimits",
     "clean_stamp",
     "iter_alerts",
     "iter_lsst_alerts",
@@ -67,11 +70,12 @@ def packet_to_lightcurve(record: dict) -> LightCurve:
     raise AlertFormatError(f"neither a ZTF ('candidate') nor an LSST ('diaSource') alert packet; fields: {keys}")
 
 
-def iter_alerts(source: Source) -> Iterator[LightCurve]:
+def iter_alerts(source: Source, limits: AvroLimits | None = None) -> Iterator[LightCurve]:
     """One LightCurve per ZTF or LSST packet of an Avro container, streaming."""
-    return iter_packets(source, packet_to_lightcurve)
+    return iter_packets(source, packet_to_lightcurve, limits)
 
 
-def read_alert_avro(source: Source) -> list[LightCurve]:
-    """All alert packets of an Avro container (ZTF, LSST or both), merged per object."""
-    return merge_by_object(iter_alerts(source))
+def read_alert_avro(source: Source, limits: AvroLimits | None = None) -> list[LightCurve]:
+    """All alert packets of an Avro container (ZTF, LSST or both), merged per object; ``limits``
+    bound the work (:class:`AvroLimits`; over one raises :class:`AvroLimitError`)."""
+    return merge_by_object(iter_alerts(source, limits))

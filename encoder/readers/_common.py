@@ -18,6 +18,8 @@ import numpy as np
 from encoder.lightcurve import MAG_RANGE, MISSING_SENTINELS, NJY_ZERO_POINT, LightCurve, LightCurveError
 from encoder.taxonomy import normalize_label
 
+from .avro_container import AlertFormatError, AvroLimits, iter_container_records
+
 Source = str | Path | bytes | bytearray | memoryview | BinaryIO
 
 #: PLAsTiCC / SNANA FLUXCAL has AB zero point 27.5: nJy = FLUXCAL * 10 ** (-0.4 * (27.5 - 31.4)).
@@ -29,10 +31,6 @@ MAX_STAMP_DECOMPRESSED = 8 * 1024 * 1024
 _FITS_BLOCK = 2880
 _FITS_MAGIC = b"SIMPLE  ="
 _AVRO_MAGIC = b"Obj\x01"
-
-
-class AlertFormatError(ValueError):
-    """The input is not a readable alert packet (garbage, truncated, or an unknown layout)."""
 
 
 # ---------------------------------------------------------------------- sources
@@ -50,8 +48,9 @@ def open_source(source: Source) -> Iterator[BinaryIO]:
         raise TypeError(f"expected a path, bytes or a binary file object, got {type(source).__name__}")
 
 
-def iter_avro_records(source: Source) -> Iterator[dict[str, Any]]:
-    """Records of an Avro object container file; decoding failures become AlertFormatError."""
+def iter_avro_records(source: Source, limits: AvroLimits | None = None) -> Iterator[dict[str, Any]]:
+    """Records of an Avro object container file, decoded within ``limits``
+    (:mod:`encoder.readers.avro_container`); unreadable input raises AlertFormatError."""
     with open_source(source) as fh:
         head = fh.read(4)
         if head != _AVRO_MAGIC:
@@ -64,24 +63,10 @@ def iter_avro_records(source: Source) -> Iterator[dict[str, Any]]:
         stream = io.BytesIO(head + fh.read()) if not fh.seekable() else fh
         if stream is fh:
             fh.seek(-4, io.SEEK_CUR)
-        try:
-            reader = fastavro.reader(stream)
-        except Exception as exc:  # noqa: BLE001 - fastavro raises many kinds
-            raise AlertFormatError(f"unreadable Avro header: {type(exc).__name__}: {exc}") from None
-        i = 0
-        while True:
-            try:
-                record = next(reader)
-            except StopIteration:
-                return
-            except Exception as exc:  # noqa: BLE001 - truncated / corrupt blocks
-                raise AlertFormatError(
-                    f"corrupt or truncated Avro data after {i} record(s): {type(exc).__name__}: {exc}"
-                ) from None
+        for i, record in enumerate(iter_container_records(stream, limits)):
             if not isinstance(record, dict):
                 raise AlertFormatError(f"record {i} is a {type(record).__name__}, not an alert record")
             yield record
-            i += 1
 
 
 def write_avro(dest: str | Path | BinaryIO, schema: dict, records: Iterable[dict], codec: str = "null") -> None:
@@ -214,12 +199,14 @@ def coordinates(row: dict[str, Any]) -> tuple[float | None, float | None]:
         return None, None
     if not (np.isfinite(ra) and np.isfinite(dec) and -90.0 <= dec <= 90.0):
         return None, None
-    return ra % 360.0, dec
+    ra %= 360.0
+    return (0.0 if ra >= 360.0 else ra), dec  # -1e-20 % 360 is 360.0
 
 
-def iter_packets(source: Source, convert: Callable[[dict[str, Any]], LightCurve]) -> Iterator[LightCurve]:
+def iter_packets(source: Source, convert: Callable[[dict[str, Any]], LightCurve],
+                 limits: AvroLimits | None = None) -> Iterator[LightCurve]:  # fmt: skip
     """``convert`` applied to every record of an Avro container; errors say which record."""
-    for i, record in enumerate(iter_avro_records(source)):
+    for i, record in enumerate(iter_avro_records(source, limits)):
         try:
             yield convert(record)
         except AlertFormatError as exc:
