@@ -20,4 +20,4 @@ ENV RTF_DEMO=1 RTF_DEMO_FILE=/srv/rtf/var/demo.parquet RTF_DATABASE_URL=sqlite:/
     RTF_INDEX_DIR=/srv/rtf/var/index RTF_CACHE_DIR=/srv/rtf/var/cache
 EXPOSE 8000
 HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "app.server", "--host", "0.0.0.0", "--port", "8000"]

@@ -7,19 +7,15 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
+from app.bodies import BodyError, lightcurve_error_detail
 from app.catalog import Catalog
-from app.schemas import LightCurveBatch
+from app.offload import Offload
 from app.settings import Settings
 from encoder.inference import Encoded
 from encoder.lightcurve import LightCurve, LightCurveError
-from encoder.readers import AlertFormatError, read_alert_avro
 
-AVRO_TYPES = {"avro/binary", "application/avro", "application/vnd.apache.avro", "application/octet-stream"}
-JSON_TYPES = {"application/json", ""}
 INLINE_MAX_DETECTIONS = 2_000  # ~10 ms of encoding: below it a request is encoded on the event loop
 
 
@@ -50,44 +46,31 @@ async def require_api_key(settings: SettingsDep, x_api_key: Annotated[str | None
 
 
 def lightcurve_error(exc: LightCurveError, prefix: tuple = ("body",)) -> RequestValidationError:
-    loc = (*prefix, *[int(p) if p.isdigit() else p for p in exc.field.replace("[", ".").replace("]", "").split(".")])
-    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": exc.message}])
+    return RequestValidationError(lightcurve_error_detail(exc, prefix))
 
 
-async def request_lightcurves(request: Request, settings: SettingsDep) -> list[LightCurve]:
-    """The light curves of a body: JSON ``{"lightcurves": [...]}`` or Avro alert packets."""
+def http_error(exc: BodyError) -> HTTPException | RequestValidationError:
+    if isinstance(exc.detail, list):
+        return RequestValidationError(exc.detail)
+    return HTTPException(exc.status, exc.detail)
+
+
+async def get_offload(request: Request) -> Offload:
+    return request.app.state.offload
+
+
+OffloadDep = Annotated[Offload, Depends(get_offload)]
+
+
+async def request_lightcurves(request: Request, settings: SettingsDep, offload: OffloadDep) -> list[LightCurve]:
+    """The light curves of a body: JSON ``{"lightcurves": [...]}`` or Avro alert packets
+    (decoded off the event loop when the body is large: :class:`app.offload.Offload`)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
-    if ctype in AVRO_TYPES:
-        try:
-            lcs = read_alert_avro(body)
-        except AlertFormatError as exc:
-            raise HTTPException(422, f"body: not readable as Avro alert packets: {exc}") from None
-        except LightCurveError as exc:
-            raise lightcurve_error(exc) from None
-    elif ctype in JSON_TYPES:
-        try:
-            batch = LightCurveBatch.model_validate_json(body)
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [
-                    {"type": e["type"], "loc": ("body", *e["loc"]), "msg": e["msg"]}
-                    for e in exc.errors(include_url=False, include_context=False, include_input=False)
-                ]
-            ) from None
-        lcs = []
-        for i, item in enumerate(batch.lightcurves):
-            try:
-                lcs.append(item.to_lightcurve())
-            except LightCurveError as exc:
-                raise lightcurve_error(exc, ("body", "lightcurves", i)) from None
-    else:
-        raise HTTPException(415, f"unsupported Content-Type {ctype!r}: send application/json or avro/binary")
-    if not lcs:
-        raise HTTPException(422, "body: no light curves")
-    if len(lcs) > settings.max_batch:
-        raise HTTPException(413, f"{len(lcs)} light curves in one request; at most {settings.max_batch}")
-    return lcs
+    try:
+        return await offload.parse(ctype, body, settings.max_batch, 4 * settings.max_body_bytes)
+    except BodyError as exc:
+        raise http_error(exc) from None
 
 
 LightCurvesDep = Annotated[list[LightCurve], Depends(request_lightcurves)]
@@ -95,7 +78,7 @@ LightCurvesDep = Annotated[list[LightCurve], Depends(request_lightcurves)]
 
 async def encode_lightcurves(request: Request, catalog: Catalog, lcs: list[LightCurve]) -> Encoded:
     """``catalog.encode(lcs)``, on the event loop when the service is otherwise idle and the request
-    small, else in the thread pool.
+    small, else in a heavy-work thread (:meth:`app.offload.Offload.run`).
 
     Handing work to a pool thread and back cost ~2 ms per request on the 2-core VM we measure on
     (the idle core has to be woken), more than encoding one alert takes. Under concurrent load the
@@ -105,4 +88,4 @@ async def encode_lightcurves(request: Request, catalog: Catalog, lcs: list[Light
     idle = request.app.state.metrics.in_flight <= 1
     if idle and sum(len(lc) for lc in lcs) <= INLINE_MAX_DETECTIONS:
         return catalog.encode(lcs)
-    return await run_in_threadpool(catalog.encode, lcs)
+    return await request.app.state.offload.run(catalog.encode, lcs)

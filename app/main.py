@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
 from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.catalog import Catalog, seed_demo
 from app.deps import lightcurve_error
+from app.offload import Offload
 from app.routers import alerts, anomalies, encode, objects, service
 from app.schemas import MAX_BATCH, LightCurveBatch
 from app.settings import Settings, get_settings
@@ -48,31 +51,42 @@ class Metrics:
 
 
 class BodyLimit:
-    """413 for bodies over the limit, by Content-Length or while streaming (nothing is read past it)."""
+    """413 for bodies over the limit, by Content-Length or while streaming (nothing is read past it);
+    408 (and the connection closed) for a body that has not fully arrived ``timeout`` seconds after
+    the request started (a client sending a byte a second held a connection for ever)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await _too_large(self.max_bytes, send)
-        seen = 0
+            return await _refuse(413, f"request body larger than {self.max_bytes} bytes", send)
+        seen, complete = 0, False
+        deadline = time.monotonic() + self.timeout
 
         async def limited() -> dict:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # the body is in: later receives wait for a disconnect, with no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                raise _BodyTimeout from None
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
                 raise _BodyTooLarge
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
         try:
             await self.app(scope, limited, send)
         except* _BodyTooLarge:  # except*: raised inside a task group it arrives in an ExceptionGroup
-            await _too_large(self.max_bytes, send)
+            await _refuse(413, f"request body larger than {self.max_bytes} bytes", send)
+        except* _BodyTimeout:
+            await _refuse(408, f"request body not received within {self.timeout:g} s", send)
 
 
 class RequestMetrics:
@@ -105,12 +119,37 @@ class RequestMetrics:
             self.metrics.requests.labels(scope["method"], route, str(status)).observe(time.perf_counter() - t0)
 
 
+class RefuseNul:
+    """422 for a NUL character in a query parameter, on every route and database:
+    PostgreSQL refuses NUL in text (it was a 500 there, while SQLite answered 200)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            loc = None  # (path parameters are checked by their routes, which name them)
+            if b"%00" in scope["query_string"] or b"\x00" in scope["query_string"]:
+                pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+                loc = ["query", next((k for k, v in pairs if "\x00" in k + v), "")]
+            if loc is not None:
+                resp = JSONResponse({"detail": [{"loc": loc, "msg": "must not contain NUL", "type": "value_error"}]},
+                                    status_code=422)  # fmt: skip
+                return await resp(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class _BodyTooLarge(Exception):
     pass
 
 
-async def _too_large(limit: int, send: Send) -> None:
-    resp = JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
+class _BodyTimeout(Exception):
+    pass
+
+
+async def _refuse(status: int, detail: str, send: Send) -> None:
+    """Answer ``status`` and close the connection: the rest of the body is not read."""
+    resp = JSONResponse({"detail": detail}, status_code=status, headers={"Connection": "close"})
     await resp({"type": "http"}, None, send)  # type: ignore[arg-type]
 
 
@@ -128,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.sync_interval > 0:
             catalog.start_sync(settings.sync_interval)
         app.state.catalog = catalog
+        app.state.offload = Offload(settings.cpu_workers, settings.decode_workers)
         # What is loaded now (model, index maps, libraries) lives as long as the process: keep it out
         # of the cyclic collector, whose full passes over it paused requests for 180-300 ms (the encode p99)
         gc.collect()
@@ -136,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         gc.unfreeze()
         app.state.catalog = None
+        app.state.offload.close()
         catalog.close()
 
     app = FastAPI(
@@ -178,7 +219,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # type: ignore[arg-type]
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(RefuseNul)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)  # type: ignore[arg-type]
     return app
 
 

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         "keeps the indexes of several worker processes consistent",
     )
     index_save_every: int = Field(2000, description="persist the index after this many upserts")
+    cpu_workers: int = Field(2, ge=1, le=256, description="CPU-heavy requests (encoding, ingest, plots) run at once; "
+                             "more wait their turn, so the event loop keeps answering")  # fmt: skip
+    decode_workers: int = Field(1, ge=0, le=64, description="processes that decode large bodies (JSON, Avro) off the "
+                                "event loop; 0: decode on the loop")  # fmt: skip
+    header_timeout: float = Field(10.0, gt=0, description="seconds for a connection to send a request's headers "
+                                  "(rtf-serve closes it after)")  # fmt: skip
+    body_timeout: float = Field(60.0, gt=0, description="seconds for a request's whole body to arrive; later: 408")
 
 
 @lru_cache

@@ -301,12 +301,17 @@ def _encode_cursor(score: float, object_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[float, str]:
+    """(score, object_id) of a cursor that :func:`_encode_cursor` could have made; else ValueError."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         score, object_id = json.loads(raw)
-        return float(score), str(object_id)
     except Exception as exc:
         raise ValueError(f"invalid anomaly cursor {cursor!r}") from exc
+    ok_score = isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
+    ok_id = isinstance(object_id, str) and 0 < len(object_id) <= OBJECT_ID_MAX and min(map(ord, object_id)) >= 32
+    if not (ok_score and ok_id):
+        raise ValueError(f"invalid anomaly cursor {cursor!r}: not a score and an object id")
+    return float(score), object_id
 
 
 def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterator[Sequence]:

@@ -8,4 +8,4 @@ export RTF_DEMO_FILE="${RTF_DEMO_FILE:-$ROOT/var/demo.parquet}"
 if [[ "$RTF_DEMO" == "1" && ! -f "$RTF_DEMO_FILE" ]]; then
   rtf-synth --survey ztf --n 3000 --seed 2026 --min-detections 3 --out "$RTF_DEMO_FILE"
 fi
-exec uvicorn app.main:app --host "${RTF_HOST:-127.0.0.1}" --port "${RTF_PORT:-8000}" "$@"
+exec python -m app.server --host "${RTF_HOST:-127.0.0.1}" --port "${RTF_PORT:-8000}" "$@"

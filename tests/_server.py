@@ -67,7 +67,7 @@ class Server:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         try:
             self.proc = subprocess.Popen(
-                [PYTHON, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port),
+                [PYTHON, "-m", "app.server", "--host", "127.0.0.1", "--port", str(self.port),
                  "--log-level", "info"],
                 cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip

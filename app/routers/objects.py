@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from app.catalog import Filters, UnknownObject
-from app.deps import CatalogDep, SettingsDep, lightcurve_error
+from app.deps import CatalogDep, OffloadDep, SettingsDep, lightcurve_error
 from app.routers._docs import errors
 from app.schemas import NeighborsResponse, ObjectDetail, SearchRequest
 from encoder.jsonform import LightCurveIn
@@ -75,10 +75,10 @@ def neighbors(
 @router.get("/objects/{object_id}/plot", responses={**errors(404), 200: {"content": {"image/png": {}},
             "description": "PNG: the light curve, the curve decoded from its fingerprint, its top neighbours"}},
             response_class=Response)  # fmt: skip
-def plot(object_id: ObjectId, catalog: CatalogDep) -> Response:
+async def plot(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep) -> Response:
     """A PNG of the light curve, its fingerprint's reconstruction and its three nearest neighbours."""
     try:
-        png = catalog.plot(object_id)
+        png = await offload.run(catalog.plot, object_id)
     except UnknownObject:
         raise _unknown(object_id) from None
     return Response(png, media_type="image/png")
