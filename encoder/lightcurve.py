@@ -172,10 +172,12 @@ class LightCurve:
             _check_range("detections", "mag_err", mag_err, 0.0, 10.0)
             flux = mag_to_njy(mag)
             flux_err = magerr_to_njy(mag, mag_err)
-            underflow = flux_err <= 0  # a faint magnitude with a tiny error: no flux error is left
-            if underflow.any():
-                i = _first_bad(underflow)
-                raise LightCurveError(f"detections[{i}].mag_err", f"{mag_err[i]} is too small for mag {mag[i]}")
+            # the flux form must pass the flux checks too (it is what is stored and may be read back)
+            bad = (flux_err <= 0) | (flux_err > MAX_FLUX)  # a tiny error underflows, a huge one overflows
+            if bad.any():
+                i = _first_bad(bad)
+                what = "small" if flux_err[i] <= 0 else "large"
+                raise LightCurveError(f"detections[{i}].mag_err", f"{mag_err[i]} is too {what} for mag {mag[i]}")
             if negative is not None:
                 negative = np.asarray(negative, dtype=bool)
                 if negative.shape != (n,):

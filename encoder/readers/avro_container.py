@@ -31,7 +31,15 @@ from typing import Any, BinaryIO
 
 import fastavro
 
-__all__ = ["AlertFormatError", "AvroLimitError", "AvroLimits", "iter_container_records", "min_encoded_size"]
+__all__ = [
+    "AlertFormatError",
+    "AvroLimitError",
+    "AvroLimits",
+    "encode_long",
+    "iter_container_records",
+    "min_encoded_size",
+    "raw_container",
+]
 
 MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
@@ -233,3 +241,35 @@ def iter_container_records(fh: BinaryIO, limits: AvroLimits | None = None) -> It
             yield record
         if buf.tell() != len(data):
             raise AlertFormatError(f"{len(data) - buf.tell()} bytes left over in a block after {records} records")
+
+
+# ---------------------------------------------------------------------- raw writing
+def encode_long(n: int) -> bytes:
+    """Avro's zig-zag varint of ``n``."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        if not n:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def raw_container(schema: Any, blocks: list[tuple[int, bytes]], codec: str = "null") -> bytes:
+    """A container of hand-made blocks, ``(declared record count, block bytes)``, written as given
+    (deflate-compressed when ``codec`` is deflate): hostile input for tests and benchmarks."""
+    sync = bytes(range(SYNC_SIZE))
+
+    def text(b: bytes) -> bytes:
+        return encode_long(len(b)) + b
+
+    head = MAGIC + encode_long(2) + text(b"avro.schema") + text(json.dumps(schema).encode())
+    head += text(b"avro.codec") + text(codec.encode()) + encode_long(0) + sync
+    out = [head]
+    for count, data in blocks:
+        if codec == "deflate":
+            c = zlib.compressobj(9, zlib.DEFLATED, -15)
+            data = c.compress(data) + c.flush()
+        out.append(encode_long(count) + encode_long(len(data)) + data + sync)
+    return b"".join(out)
