@@ -35,6 +35,7 @@ from indexing.vector_index import IndexConfig, Neighbor, VectorIndex, configure_
 log = logging.getLogger("rtf.catalog")
 #: Overlap of successive syncs: writes committed with a slightly earlier timestamp are not missed.
 SYNC_SLACK = timedelta(seconds=30)
+PLOT_CACHE_SIZE = 64
 
 
 class UnknownObject(KeyError):
@@ -104,6 +105,8 @@ class Catalog:
         self._sync_lock = threading.Lock()
         self._stop_sync = threading.Event()
         self._sync_thread: threading.Thread | None = None
+        self._plots: dict[tuple, bytes] = {}  # PNGs by (object, its row's version, catalogue size), oldest first
+        self._plot_lock = threading.Lock()
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -340,6 +343,10 @@ class Catalog:
         from app.plots import render_plot
 
         state, lc = self.get_object(object_id)
+        key = (object_id, state.updated_at, state.n_detections, len(self.index))
+        with self._plot_lock:
+            if key in self._plots:  # the same object, unchanged: concurrent and repeated views draw once
+                return self._plots[key]
         recon = None
         if self.encoder.model.cfg.decoder == "query":
             bands = [BANDS[b] for b in np.unique(lc.band)]
@@ -352,7 +359,12 @@ class Catalog:
             if nb_lc is not None:
                 nbs.append((nb_lc, nb["similarity"]))
         title = f"{object_id}  predicted {state.label or '?'}  anomaly {state.anomaly_score or 0:.2f}"
-        return render_plot(lc, recon, nbs, title)
+        png = render_plot(lc, recon, nbs, title)
+        with self._plot_lock:
+            self._plots[key] = png
+            while len(self._plots) > PLOT_CACHE_SIZE:
+                self._plots.pop(next(iter(self._plots)))
+        return png
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -26,6 +26,9 @@ from encoder.checkpoint import Checkpoint, load_checkpoint
 from encoder.lightcurve import BAND_INDEX, LightCurve
 from encoder.onnx_model import OnnxExportError, OnnxModel, min_cosine, run_torch
 
+#: Detections per call of ``make_examples`` (see :meth:`Encoder.examples`).
+EXAMPLE_CHUNK_POINTS = 8192
+
 
 @dataclass
 class Encoded:
@@ -94,7 +97,19 @@ class Encoder:
 
     # ---------------------------------------------------------------- encoding
     def examples(self, lcs: list[LightCurve]) -> list[Example]:
-        return make_examples(lcs, self.spec)
+        """Model inputs, built in chunks of about ``EXAMPLE_CHUNK_POINTS`` detections: NumPy holds
+        the GIL through each array operation, and one pass over a 14 MB batch held it for >100 ms,
+        long enough to stall the service's event loop (the outputs do not depend on the chunking)."""
+        out: list[Example] = []
+        start, points = 0, 0
+        for i, lc in enumerate(lcs):
+            points += len(lc)
+            if points >= EXAMPLE_CHUNK_POINTS:
+                out += make_examples(lcs[start : i + 1], self.spec)
+                start, points = i + 1, 0
+        if start < len(lcs):
+            out += make_examples(lcs[start:], self.spec)
+        return out
 
     def encode(self, lcs: list[LightCurve]) -> Encoded:
         return self.encode_examples(self.examples(lcs))
