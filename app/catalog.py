@@ -248,7 +248,8 @@ class Catalog:
                                       f"{oid!r} is stored as a {old.survey} object, not {lc.survey}")  # fmt: skip
             merged = lc if old is None else old.merge(lc, keep_existing=True)
             keys = _keys(merged)
-            old_keys = {} if old is None else dict(zip(_keys(old), (a.alert_key for a in history.alerts), strict=True))
+            # the key each stored row would get now -> the key it was stored under (older rows wrote jd to 1e-6 d)
+            old_keys = {} if old is None else {alert_key(oid, a.jd, a.band): a.alert_key for a in history.alerts}
             posted_keys = set(_keys(lc))
             fresh = np.array([k not in old_keys for k in keys], dtype=bool)
             kept = set(keys)
