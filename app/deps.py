@@ -36,13 +36,33 @@ CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
+def _key_matches(given: str | None, *keys: str | None) -> bool:
+    """Constant-time comparison with each set key. Whitespace around the value is not part of it
+    (HTTP's optional whitespace: a real server strips it before the app sees the header)."""
+    if given is None:
+        return False
+    given_b = given.strip(" \t").encode()
+    return any(hmac.compare_digest(given_b, k.encode()) for k in keys if k)
+
+
+def _secret(value) -> str | None:
+    return value.get_secret_value() if value else None
+
+
 async def require_api_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
     """Write endpoints: when RTF_API_KEY is set, X-API-Key must match (constant-time compare)."""
-    expected = settings.api_key.get_secret_value() if settings.api_key else None
-    if not expected:
-        return
-    if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), expected.encode()):
+    expected = _secret(settings.api_key)
+    if expected and not _key_matches(x_api_key, expected):
         raise HTTPException(401, "missing or wrong X-API-Key", headers={"WWW-Authenticate": "APIKey"})
+
+
+async def require_read_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    """Expensive reads (encoding, search by light curve, plots): when RTF_READ_API_KEY is set,
+    X-API-Key must be it or the write key."""
+    read_key = _secret(settings.read_api_key)
+    if read_key and not _key_matches(x_api_key, read_key, _secret(settings.api_key)):
+        raise HTTPException(401, "missing or wrong X-API-Key (RTF_READ_API_KEY guards this read)",
+                            headers={"WWW-Authenticate": "APIKey"})  # fmt: skip
 
 
 def lightcurve_error(exc: LightCurveError, prefix: tuple = ("body",)) -> RequestValidationError:

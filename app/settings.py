@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     demo: bool = Field(False, description="seed a demo catalogue into an empty database on start")
     demo_file: Path = Field(ROOT / "var" / "demo.parquet", description="light curves the demo catalogue ingests")
     api_key: SecretStr | None = Field(None, description="when set, write endpoints need it in X-API-Key")
+    read_api_key: SecretStr | None = Field(None, description="when set, expensive reads (fingerprints, classify, "
+                                           "search, plots) need it (or api_key) in X-API-Key")  # fmt: skip
     index_kind: str = Field("auto", description="auto | flat | hnsw | ivf_sq8")
     threads: int = Field(2, ge=1, le=256, description="torch and FAISS threads")
     precision: Literal["fp32", "bf16", "onnx", "auto"] = Field(

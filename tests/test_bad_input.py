@@ -404,7 +404,7 @@ def test_api_key_guards_every_write_and_only_writes(make_settings, tmp_path):
     from app import deps
     from app.main import create_app
 
-    assert "hmac.compare_digest" in inspect.getsource(deps.require_api_key) and hmac.compare_digest
+    assert "hmac.compare_digest" in inspect.getsource(deps._key_matches) and hmac.compare_digest
     key = "k3y-" + "x" * 40
     settings = make_settings(f"sqlite:///{tmp_path / 'sec.db'}", api_key=key, demo=True)
     with TestClient(create_app(settings)) as c:
@@ -414,7 +414,7 @@ def test_api_key_guards_every_write_and_only_writes(make_settings, tmp_path):
         assert set(posts) == {"/v1/alerts", "/v1/fingerprints", "/v1/classify", "/v1/search"}
         new = synth_lightcurves(1, seed=9191)[0]
         body = as_json([new])
-        for wrong in (None, "", "wrong", key[:-1], key + "x", key.upper(), " " + key, "\t"):
+        for wrong in (None, "", "wrong", key[:-1], key + "x", key.upper(), " ", "\t", "k 3y-" + "x" * 40):
             headers = {} if wrong is None else {"X-API-Key": wrong}
             before = _counts(c)
             r = c.post("/v1/alerts", json=body, headers=headers)
@@ -434,8 +434,34 @@ def test_api_key_guards_every_write_and_only_writes(make_settings, tmp_path):
             assert c.get(path).status_code == 200, path
         assert _counts(c) == before
         assert c.get(f"/v1/objects/{new.object_id}").status_code == 404
-        r = c.post("/v1/alerts", json=body, headers={"X-API-Key": key})
+        # whitespace around the value is HTTP's, not the key's: stripped, as a real server does
+        r = c.post("/v1/alerts", json=body, headers={"X-API-Key": f" {key}\t"})
         assert r.status_code == 200 and _counts(c)[0] == before[0] + 1
+
+
+def test_a_read_key_guards_the_expensive_reads_only(make_settings, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    write, read = "w-" + "x" * 30, "r-" + "y" * 30
+    settings = make_settings(f"sqlite:///{tmp_path / 'read.db'}", api_key=write, read_api_key=read, demo=True)
+    with TestClient(create_app(settings)) as c:
+        body = as_json(synth_lightcurves(1, seed=9393))
+        oid = _some_object(c)
+        expensive = [("post", "/v1/fingerprints", body), ("post", "/v1/classify", body),
+                     ("post", "/v1/search", {"lightcurve": body["lightcurves"][0], "k": 3}),
+                     ("get", f"/v1/objects/{oid}/plot", None)]  # fmt: skip
+        for method, path, payload in expensive:
+            kw = {"json": payload} if payload else {}
+            for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": read[:-1]}):
+                r = getattr(c, method)(path, headers=headers, **kw)
+                assert r.status_code == 401 and r.headers["www-authenticate"] == "APIKey", (path, headers, r.text)
+            for key in (read, write):
+                assert getattr(c, method)(path, headers={"X-API-Key": key}, **kw).status_code == 200, (path, key)
+        for path in ("/v1/anomalies", f"/v1/objects/{oid}", f"/v1/objects/{oid}/neighbors", "/healthz"):
+            assert c.get(path).status_code == 200, path
+        assert c.post("/v1/alerts", json=body, headers={"X-API-Key": read}).status_code == 401
 
 
 def test_the_api_key_never_reaches_the_logs(tmp_path, demo_file):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from app.catalog import top_label
-from app.deps import CatalogDep, LightCurvesDep, encode_lightcurves
+from app.deps import CatalogDep, LightCurvesDep, encode_lightcurves, require_read_key
 from app.routers._docs import LIGHTCURVE_BODY, errors
 from app.schemas import ClassifyResponse, Fingerprint, FingerprintsResponse, Prediction
 
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1", tags=["encode"])
 
 
 @router.post("/fingerprints", response_model=FingerprintsResponse, openapi_extra=LIGHTCURVE_BODY,
-             responses=errors(413, 415, 422))  # fmt: skip
+             dependencies=[Depends(require_read_key)], responses=errors(401, 413, 415, 422))  # fmt: skip
 async def fingerprints(request: Request, catalog: CatalogDep, lcs: LightCurvesDep) -> FingerprintsResponse:
     """The fingerprint of each posted light curve (nothing is stored)."""
     enc = await encode_lightcurves(request, catalog, lcs)
@@ -24,7 +24,7 @@ async def fingerprints(request: Request, catalog: CatalogDep, lcs: LightCurvesDe
 
 
 @router.post("/classify", response_model=ClassifyResponse, openapi_extra=LIGHTCURVE_BODY,
-             responses=errors(413, 415, 422))  # fmt: skip
+             dependencies=[Depends(require_read_key)], responses=errors(401, 413, 415, 422))  # fmt: skip
 async def classify(request: Request, catalog: CatalogDep, lcs: LightCurvesDep) -> ClassifyResponse:
     """Class probabilities (coarse and fine) and the anomaly score of each posted light curve."""
     enc = await encode_lightcurves(request, catalog, lcs)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from app.catalog import Filters, UnknownObject
-from app.deps import CatalogDep, OffloadDep, SettingsDep, lightcurve_error
+from app.deps import CatalogDep, OffloadDep, SettingsDep, lightcurve_error, require_read_key
 from app.routers._docs import errors
 from app.schemas import NeighborsResponse, ObjectDetail, SearchRequest
 from encoder.jsonform import LightCurveIn
@@ -72,9 +72,9 @@ def neighbors(
     return NeighborsResponse(object_id=object_id, model=catalog.version, neighbors=hits)
 
 
-@router.get("/objects/{object_id}/plot", responses={**errors(404), 200: {"content": {"image/png": {}},
+@router.get("/objects/{object_id}/plot", responses={**errors(401, 404), 200: {"content": {"image/png": {}},
             "description": "PNG: the light curve, the curve decoded from its fingerprint, its top neighbours"}},
-            response_class=Response)  # fmt: skip
+            response_class=Response, dependencies=[Depends(require_read_key)])  # fmt: skip
 async def plot(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep) -> Response:
     """A PNG of the light curve, its fingerprint's reconstruction and its three nearest neighbours."""
     try:
@@ -84,8 +84,8 @@ async def plot(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep) ->
     return Response(png, media_type="image/png")
 
 
-@router.post("/search", response_model=NeighborsResponse, responses={
-    **errors(422), 200: {"content": {"application/json": {"example": NEIGHBORS_EXAMPLE | {"object_id": None}}}}})  # fmt: skip
+@router.post("/search", response_model=NeighborsResponse, dependencies=[Depends(require_read_key)], responses={
+    **errors(401, 422), 200: {"content": {"application/json": {"example": NEIGHBORS_EXAMPLE | {"object_id": None}}}}})  # fmt: skip
 def search(req: SearchRequest, catalog: CatalogDep, settings: SettingsDep) -> NeighborsResponse:
     """Neighbours of a posted light curve (encoded, not stored) or of a fingerprint vector."""
     if (req.lightcurve is None) == (req.vector is None):
