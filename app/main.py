@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl
@@ -139,6 +140,35 @@ class RefuseNul:
         await self.app(scope, receive, send)
 
 
+class RateLimit:
+    """429 for a client (by address) sending more than ``rate`` requests a second, with bursts of up to
+    a second's worth (a token bucket); health and metrics probes are not counted. ``rate`` 0: off."""
+
+    EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, app: ASGIApp, rate: float):
+        self.app, self.rate, self.burst = app, rate, max(1.0, rate)
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.rate <= 0 or scope["path"] in self.EXEMPT:
+            return await self.app(scope, receive, send)
+        client = (scope.get("client") or ("?", 0))[0]
+        now = time.monotonic()
+        tokens, when = self.buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - when) * self.rate)
+        if tokens < 1.0:
+            self.buckets[client] = (tokens, now)
+            retry = max(1, math.ceil((1.0 - tokens) / self.rate))
+            resp = JSONResponse({"detail": f"more than {self.rate:g} requests a second from {client}"},
+                                status_code=429, headers={"Retry-After": str(retry)})  # fmt: skip
+            return await resp(scope, receive, send)
+        self.buckets[client] = (tokens - 1.0, now)
+        if len(self.buckets) > 100_000:  # forget idle clients: a full bucket is the default anyway
+            self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < self.burst / self.rate}
+        await self.app(scope, receive, send)
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -220,6 +250,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # type: ignore[arg-type]
     app.add_middleware(RefuseNul)  # type: ignore[arg-type]
+    app.add_middleware(RateLimit, rate=settings.rate_limit)  # type: ignore[arg-type]
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)  # type: ignore[arg-type]
     return app
 

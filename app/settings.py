@@ -48,6 +48,8 @@ class Settings(BaseSettings):
                                 "event loop; 0: decode on the loop")  # fmt: skip
     header_timeout: float = Field(10.0, gt=0, description="seconds for a connection to send a request's headers "
                                   "(rtf-serve closes it after)")  # fmt: skip
+    rate_limit: float = Field(0.0, ge=0, description="requests a second per client address, bursts of a second's "
+                              "worth; more get 429 (health and metrics probes excepted); 0: no limit")  # fmt: skip
     body_timeout: float = Field(60.0, gt=0, description="seconds for a request's whole body to arrive; later: 408")
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import gzip
 import io
 import json
+import time
 from urllib.parse import quote
 
 import pytest
@@ -508,3 +509,20 @@ def test_limits_are_in_the_openapi_spec(client):
     for path in ("/v1/alerts", "/v1/fingerprints", "/v1/classify"):
         assert {"413", "422"} <= set(spec["paths"][path]["post"]["responses"]), path
     assert "401" in spec["paths"]["/v1/alerts"]["post"]["responses"]
+
+
+def test_the_optional_rate_limit_answers_429_per_client_and_spares_probes(make_settings, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(make_settings(f"sqlite:///{tmp_path / 'rate.db'}", rate_limit=3, demo=False))) as c:
+        codes = [c.get("/v1/anomalies").status_code for _ in range(10)]
+        assert codes[:3] == [200, 200, 200] and codes[-1] == 429, codes
+        r = c.get("/v1/anomalies")
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "requests a second" in r.json()["detail"]
+        assert all(c.get("/healthz").status_code == 200 for _ in range(10))
+        time.sleep(1.1)  # the bucket refills at the rate
+        assert c.get("/v1/anomalies").status_code == 200
+    with TestClient(create_app(make_settings(f"sqlite:///{tmp_path / 'free.db'}", demo=False))) as c:
+        assert all(c.get("/v1/anomalies").status_code == 200 for _ in range(20))  # 0: off
