@@ -13,8 +13,9 @@ Semantics the service relies on:
   "keep the stored value". For every object that has alerts in the call, ``first_jd``,
   ``last_jd`` and ``n_detections`` are recomputed from *all* its stored alerts inside the
   transaction, under the object's row lock, so concurrent ingests into PostgreSQL never lose
-  detections. The predicted fields (label, probabilities, anomaly_score) and the fingerprint are
-  last-writer-wins: route all alerts of one object to one worker if that matters.
+  detections. Through :meth:`Store.ingest` the predicted fields (label, probabilities,
+  anomaly_score) and the fingerprint are last-writer-wins; :meth:`Store.ingest_merged` (what the
+  service uses) locks the objects before reading their histories, so they are exact.
 * Writers on SQLite take the database lock up front (``BEGIN IMMEDIATE``, busy timeout 30 s);
   readers never block (WAL). On PostgreSQL deadlocks / serialization failures are retried.
 * :meth:`Store.state_marker` changes whenever a fingerprint of the model version or any object

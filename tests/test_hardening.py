@@ -225,7 +225,7 @@ _EXTREMES = [  # (name, detections): each either refused with a 422 or stored so
 ]
 
 
-def _round_trips(client, oid: str, posted: dict) -> None:
+def _round_trips(client, oid: str) -> None:
     """A stored object reads back, finds itself first, and posts back as duplicates only."""
     got = client.get(f"/v1/objects/{oid}")
     assert got.status_code == 200, got.text
@@ -257,7 +257,7 @@ def test_extreme_values_are_refused_or_round_trip(client, name, detections):
         assert _alerts_in_sql(client) == before and client.get(f"/v1/objects/{oid}").status_code == 404
         return
     assert r.json()["new_alerts"] == _alerts_in_sql(client) - before == len(_stored_alerts(client, oid))
-    _round_trips(client, oid, body)
+    _round_trips(client, oid)
     # a later valid alert is still taken
     later = client.post("/v1/alerts", json={"lightcurves": [{"object_id": oid, "detections": [
         {"jd": 2459100.5, "band": "g", "flux": 500.0, "flux_err": 5.0}]}]})  # fmt: skip
@@ -308,7 +308,7 @@ def test_acknowledged_alerts_are_stored_and_the_fingerprint_is_of_what_is_stored
         return
     for a in alerts:  # first write wins
         assert a.mag == pytest.approx(stored_values[(a.jd, a.band)], abs=1e-9)
-    _round_trips(client, oid, {})
+    _round_trips(client, oid)
     lc = client.get(f"/v1/objects/{oid}").json()["lightcurve"]
     fp = client.post("/v1/fingerprints", json={"lightcurves": [lc]}).json()["fingerprints"][0]["vector"]
     stored = client.app.state.catalog.store.get_fingerprint(oid, client.app.state.catalog.version)
@@ -336,7 +336,7 @@ def test_a_full_history_keeps_its_most_recent_detections(client):
     older = {"object_id": oid, "detections": [{"jd": 2458000.5, "band": "g", "mag": 18.0, "mag_err": 0.05}]}
     obj = client.post("/v1/alerts", json={"lightcurves": [older]}).json()["objects"][0]
     assert (obj["new_alerts"], obj["dropped_alerts"]) == (0, 1)
-    _round_trips(client, oid, {})
+    _round_trips(client, oid)
 
 
 @pytest.mark.slow
