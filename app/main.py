@@ -73,7 +73,8 @@ class BodyLimit:
             if complete:  # the body is in: later receives wait for a disconnect, with no deadline
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):  # no task, unlike wait_for
+                    message = await receive()
             except TimeoutError:
                 raise _BodyTimeout from None
             seen += len(message.get("body", b""))

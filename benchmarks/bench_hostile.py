@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
+from _postgres import temporary_database  # noqa: E402
 from _server import Server, as_json, synth_lightcurves  # noqa: E402
 
 from encoder.lightcurve import LightCurve  # noqa: E402
@@ -287,21 +288,9 @@ def main() -> None:
         if db == "sqlite":
             reports.append(run(db, f"sqlite:///{work / 'rtf.db'}", work))
             continue
-        import sqlalchemy
-
-        admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        name = f"rtf_hostile_{uuid.uuid4().hex[:8]}"
-        try:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        except sqlalchemy.exc.OperationalError as exc:
-            print(f"postgres skipped: {str(exc).splitlines()[0]}")
-            continue
-        try:
-            reports.append(run(db, PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", work))
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with temporary_database(PG_ADMIN, prefix="rtf_hostile") as url:
+            if url is not None:
+                reports.append(run(db, url, work))
     print(json.dumps(reports, indent=1))
     if args.out:
         args.out.write_text(json.dumps(reports, indent=1))

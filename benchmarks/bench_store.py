@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-import sqlalchemy as sa
+from _postgres import temporary_database  # benchmarks/, the script's folder
 
 from indexing.store import AlertRow, ObjectState, Store
 from indexing.sync import rebuild_from_store
@@ -116,20 +115,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench_ingest(f"sqlite:///{Path(tmp) / 'bench.db'}", "sqlite", a)
     if not a.skip_postgres:
-        admin = sa.create_engine(a.postgres_admin_url, isolation_level="AUTOCOMMIT")
-        name = f"rtf_bench_{uuid.uuid4().hex[:8]}"
-        try:
-            with admin.connect() as c:
-                c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        except sa.exc.OperationalError as exc:
-            print(f"postgresql skipped: {str(exc).splitlines()[0]}")
-        else:
-            try:
-                bench_ingest(a.postgres_admin_url.rsplit("/", 1)[0] + f"/{name}", "postgresql", a)
-            finally:
-                with admin.connect() as c:
-                    c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+        with temporary_database(a.postgres_admin_url) as url:
+            if url is not None:
+                bench_ingest(url, "postgresql", a)
     if a.rebuild_n:
         bench_rebuild(a)
 

@@ -27,6 +27,7 @@ import io
 import json
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import fastavro
@@ -56,16 +57,13 @@ class AvroLimitError(AlertFormatError):
     """The container is readable but over a limit (records, block or inflated size)."""
 
 
+@dataclass(frozen=True, slots=True)
 class AvroLimits:
     """Bounds on one container. ``None`` means no bound (trusted files)."""
 
-    __slots__ = ("max_block_bytes", "max_inflated_bytes", "max_records")
-
-    def __init__(self, max_records: int | None = None, max_block_bytes: int = 16 << 20,
-                 max_inflated_bytes: int | None = None) -> None:  # fmt: skip
-        self.max_records = max_records
-        self.max_block_bytes = max_block_bytes
-        self.max_inflated_bytes = max_inflated_bytes
+    max_records: int | None = None
+    max_block_bytes: int = 16 << 20
+    max_inflated_bytes: int | None = None
 
 
 # ---------------------------------------------------------------------- binary primitives
@@ -235,8 +233,6 @@ def iter_container_records(fh: BinaryIO, limits: AvroLimits | None = None) -> It
                 record = fastavro.schemaless_reader(buf, parsed)
             except Exception as exc:  # noqa: BLE001 - fastavro raises many kinds on corrupt data
                 raise AlertFormatError(f"corrupt record {records}: {type(exc).__name__}: {exc}") from None
-            if buf.tell() > len(data):
-                raise AlertFormatError(f"record {records} runs past its block")
             records += 1
             yield record
         if buf.tell() != len(data):
