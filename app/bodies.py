@@ -57,7 +57,9 @@ def parse_body(ctype: str, body: bytes, max_batch: int, max_inflated_bytes: int)
             batch = LightCurveBatch.model_validate_json(body)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            raise BodyError(422, [{"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]} for e in errors]) from None
+            raise BodyError(
+                422, [{"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]} for e in errors]
+            ) from None
         lcs = []
         for i, item in enumerate(batch.lightcurves):
             try:

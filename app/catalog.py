@@ -1,11 +1,16 @@
 """The catalogue: where the encoder (fingerprints, classes, anomaly scores) meets the SQL
 store (the truth) and the FAISS index (a cache of the SQL fingerprints for fast search).
 
-Ingest is read-merge-encode-write: the stored history of each posted object is merged
-with the new detections, the whole light curve is re-encoded, and alerts, object row and
+Ingest is read-merge-encode-write: the stored light curve of each posted object is merged
+with the new detections, the whole light curve is re-encoded, and object row, light curve and
 fingerprint are written in one SQL transaction before the index is updated. The index is
 persisted every ``index_save_every`` upserts and on shutdown; after a crash it is stale
 and rebuilt from SQL on start, so an acknowledged alert is never lost.
+
+The catalogue answers with the *active* model version (``models.active`` in SQL). A checkpoint
+that is not active is registered and reported (log, ``/readyz``) but not served: its fingerprints
+are written by ``rtf-reencode``, which also makes it active; every process then switches to it
+(:meth:`Catalog.switch_model`) without a restart.
 """
 
 from __future__ import annotations
@@ -15,20 +20,18 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from functools import lru_cache
-from itertools import compress
 from pathlib import Path
 
 import numpy as np
 
 from app.settings import Settings
-from encoder.checkpoint import DEFAULT_CHECKPOINT
+from encoder.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
 from encoder.inference import Encoded, Encoder
-from encoder.lightcurve import BAND_INDEX, BANDS, META_FIELDS, LightCurve, LightCurveError
-from encoder.readers import meta_matrix
+from encoder.lightcurve import BANDS, META_FIELDS, LightCurve, LightCurveError
+from indexing.history import History
 from indexing.models import utcnow
 from indexing.persistence import file_sha256, save_index
-from indexing.store import AlertRow, IngestBatch, ObjectState, Store, StoredHistory, UpperLimitRow
+from indexing.store import FingerprintRow, IngestBatch, ModelInfo, ObjectState, Store, StoredObject
 from indexing.sync import LoadReport, load_or_rebuild
 from indexing.vector_index import IndexConfig, Neighbor, VectorIndex, configure_faiss
 
@@ -66,17 +69,12 @@ class IngestedObjectResult:
     anomaly_score: float
 
 
-def alert_key(object_id: str, jd: float, band: str) -> str:
-    """Unique key of a detection: the same (object, time, band) posted twice is one alert. The time
-    is written exactly (the shortest repr of the float), so the key tells points apart exactly
-    where the light curve does: two points 1e-7 day apart are two alerts, in SQL as in the fingerprint.
-    (Keys stored before this rule wrote jd to 1e-6 day; ingest compares keys made from the stored
-    rows, so those rows are still recognised.)"""
-    return f"{object_id}:{jd!r}:{band}"
+class _VersionChanged(Exception):
+    """Another process made another model version active: switch, then ingest again."""
 
-
-def _keys(lc: LightCurve) -> list[str]:
-    return [alert_key(lc.object_id, t, BANDS[b]) for t, b in zip(lc.time.tolist(), lc.band.tolist(), strict=True)]
+    def __init__(self, version: str) -> None:
+        super().__init__(version)
+        self.version = version
 
 
 @dataclass
@@ -88,13 +86,16 @@ class _IngestPlan:
     duplicate: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     enc: Encoded | None = None
-    batch: IngestBatch | None = None
+    labels: list[str | None] = field(default_factory=list)
 
 
 class Catalog:
-    def __init__(self, settings: Settings, encoder: Encoder, store: Store, index: VectorIndex, report: LoadReport):
+    def __init__(self, settings: Settings, encoder: Encoder, store: Store, index: VectorIndex, report: LoadReport,
+                 configured: ModelInfo | None = None):  # fmt: skip
         self.settings = settings
         self.encoder = encoder
+        #: the checkpoint the service was started with, when it is not the active version
+        self.configured = configured if configured is not None and configured.version != encoder.version else None
         self.store = store
         self.index = index
         self.load_report = report
@@ -111,20 +112,65 @@ class Catalog:
     # ---------------------------------------------------------------- lifecycle
     @classmethod
     def open(cls, settings: Settings) -> Catalog:
+        """Load the active model version and its index. The configured checkpoint is registered;
+        it is served when it is the active version or when no version is active yet (a new
+        database), otherwise the active version's checkpoint is loaded from its registered path."""
         ckpt_path = Path(settings.checkpoint) if settings.checkpoint else DEFAULT_CHECKPOINT
-        encoder = Encoder.load(ckpt_path, threads=settings.threads, precision=settings.precision,
-                               cache_dir=settings.cache_dir)  # fmt: skip
+        ckpt = load_checkpoint(ckpt_path)
         store = Store(settings.database_url)
         store.migrate()
-        store.register_model(
-            encoder.version, path=str(ckpt_path), sha256=file_sha256(ckpt_path), dim=encoder.dim,
-            class_names=encoder.coarse_classes, metrics=encoder.ckpt.metrics.get("val"), active=True,
+        active = store.active_version()
+        configured = store.register_model(
+            ckpt.version, path=str(ckpt_path.resolve()), sha256=file_sha256(ckpt_path), dim=ckpt.config.served_dim,
+            class_names=list(ckpt.config.coarse_classes), metrics=ckpt.metrics.get("val"), active=active is None,
         )  # fmt: skip
+        if active is not None and active != ckpt.version:
+            served = next(m for m in store.list_models() if m.version == active)
+            ckpt = _load_registered(served, configured)
+            log.warning(
+                "checkpoint %s (model %s) is not the active version: serving %s. %d of %d objects have its "
+                "fingerprints; to switch, run: rtf-reencode --checkpoint %s --activate",
+                ckpt_path, configured.version, active, store.fingerprint_counts().get(configured.version, 0),
+                store.count_objects(), ckpt_path,
+            )  # fmt: skip
+        encoder = cls._encoder(settings, ckpt)
+        index, report = cls._index(settings, store, encoder)
+        return cls(settings, encoder, store, index, report, configured)
+
+    @staticmethod
+    def _encoder(settings: Settings, ckpt) -> Encoder:
+        return Encoder(ckpt, threads=settings.threads, precision=settings.precision, cache_dir=settings.cache_dir)
+
+    @staticmethod
+    def _index(settings: Settings, store: Store, encoder: Encoder) -> tuple[VectorIndex, LoadReport]:
         config = IndexConfig(kind=settings.index_kind, omp_threads=1)  # one query per thread: no OMP contention
         configure_faiss(config)
         index, report = load_or_rebuild(store, settings.index_dir, encoder.version, dim=encoder.dim, config=config)
         log.info("index %s: %d objects (%s)", encoder.version, report.count, report.reason or "loaded")
-        return cls(settings, encoder, store, index, report)
+        return index, report
+
+    def switch_model(self, version: str) -> bool:
+        """Serve ``version`` from now on: load its checkpoint and its index from SQL while the
+        current version keeps answering, then swap both at once. False when already serving it."""
+        if version == self.version:
+            return False
+        info = next((m for m in self.store.list_models() if m.version == version), None)
+        if info is None:
+            raise KeyError(version)
+        encoder = self._encoder(self.settings, _load_registered(info, self.configured))
+        with self._ingest_lock:  # no ingest of the old version in between; reads go on
+            self._save_index_locked()
+            with self._sync_lock:
+                index, report = self._index(self.settings, self.store, encoder)
+                old = self.version
+                self.encoder, self.index, self.load_report = encoder, index, report
+                self._synced_marker, self._synced_at = report.sql_marker, utcnow() - SYNC_SLACK
+            if self.configured is not None and self.configured.version == version:
+                self.configured = None
+        with self._plot_lock:
+            self._plots.clear()
+        log.info("switched from model %s to %s: %d objects", old, version, len(index))
+        return True
 
     def close(self) -> None:
         self._stop_sync.set()
@@ -136,21 +182,30 @@ class Catalog:
     # ---------------------------------------------------------------- several processes, one database
     def sync(self) -> int:
         """Apply fingerprints written to SQL since the last sync (by other processes, and this
-        one's own) to this process's index; returns how many (0 when SQL did not change)."""
+        one's own) to this process's index; returns how many (0 when SQL did not change). When
+        another version became active, switch to it."""
+        active = self.store.active_version()
+        if active is not None and active != self.version:
+            self.switch_model(active)
+            return len(self.index)
         with self._sync_lock:
-            if self.store.state_marker(self.version) == self._synced_marker:
-                return 0
-            started, applied = utcnow(), 0
-            with self.store.scan_fingerprints(self.version, updated_since=self._synced_at - SYNC_SLACK) as scan:
-                for b in scan:
-                    self.index.upsert(
-                        b.object_ids, b.vectors, labels=b.labels, anomaly_scores=_nan_to_none(b.anomaly_score),
-                        last_jd=_nan_to_none(b.last_jd), n_detections=b.n_detections.tolist(),
-                    )  # fmt: skip
-                    applied += len(b.object_ids)
-                self._synced_marker = scan.marker
-            self._synced_at = started
-            return applied
+            return self._apply_sql_changes()
+
+    def _apply_sql_changes(self) -> int:
+        """The body of :meth:`sync`; the caller holds ``_sync_lock``."""
+        if self.store.state_marker(self.version) == self._synced_marker:
+            return 0
+        started, applied = utcnow(), 0
+        with self.store.scan_fingerprints(self.version, updated_since=self._synced_at - SYNC_SLACK) as scan:
+            for b in scan:
+                self.index.upsert(
+                    b.object_ids, b.vectors, labels=b.labels, anomaly_scores=_nan_to_none(b.anomaly_score),
+                    last_jd=_nan_to_none(b.last_jd), n_detections=b.n_detections.tolist(),
+                )  # fmt: skip
+                applied += len(b.object_ids)
+            self._synced_marker = scan.marker
+        self._synced_at = started
+        return applied
 
     def start_sync(self, interval: float) -> None:
         """Call :meth:`sync` every ``interval`` seconds in a daemon thread until :meth:`close`."""
@@ -172,8 +227,9 @@ class Catalog:
     def _save_index_locked(self) -> None:
         """Persist the index with the SQL marker of a state it fully contains: sync first, so
         other processes' writes are in it too, then save under the marker that sync read."""
-        self.sync()
-        save_index(self.index, self.settings.index_dir, model_version=self.version, sql_marker=self._synced_marker)
+        with self._sync_lock:
+            self._apply_sql_changes()
+            save_index(self.index, self.settings.index_dir, model_version=self.version, sql_marker=self._synced_marker)
         self._unsaved = 0
 
     @property
@@ -205,9 +261,9 @@ class Catalog:
         """Store alerts, re-encode each touched object on its whole history, update the index.
 
         Per object, in one SQL transaction that holds the object (see ``Store.ingest_merged``): the
-        stored history is read, the posted points it lacks are added (a point already stored keeps
-        its stored values: first write wins), only the most recent ``MAX_POINTS`` detections and
-        upper limits are kept, and the fingerprint, classes and anomaly score are computed from
+        stored light curve is read, the posted points it lacks are added (a point already stored
+        keeps its stored values: first write wins), only the most recent ``MAX_POINTS`` detections
+        and upper limits are kept, and the fingerprint, classes and anomaly score are computed from
         exactly that light curve, which is what SQL holds after the commit. Stamps are not stored,
         so they are not encoded here either.
         """
@@ -217,104 +273,87 @@ class Catalog:
             lc = replace(lc, stamps=None) if lc.stamps else lc
             posted[lc.object_id] = posted[lc.object_id].merge(lc) if lc.object_id in posted else lc
             position.setdefault(lc.object_id, i)
+        for attempt in range(3):
+            try:
+                return self._ingest(posted, position)
+            except _VersionChanged as changed:  # another process switched the active version
+                if attempt == 2:
+                    raise
+                self.switch_model(changed.version)
+        raise AssertionError("unreachable")
+
+    def _ingest(self, posted: dict[str, LightCurve], position: dict[str, int]) -> list[IngestedObjectResult]:
         with self._ingest_lock:
-            result, plan = self.store.ingest_merged(list(posted), lambda stored: self._plan_ingest(posted, position, stored))
+            version = self.version
+
+            def prepare(stored: dict[str, StoredObject], active: str | None) -> tuple[IngestBatch, _IngestPlan]:
+                if active is not None and active != version:
+                    raise _VersionChanged(active)
+                return self._plan_ingest(posted, position, stored)
+
+            _, plan = self.store.ingest_merged(list(posted), prepare)
             self.index.upsert(
-                [lc.object_id for lc in plan.merged], plan.enc.vectors, labels=[o.label for o in plan.batch.objects],
+                [lc.object_id for lc in plan.merged], plan.enc.vectors, labels=plan.labels,
                 anomaly_scores=plan.enc.anomaly.tolist(), last_jd=[float(lc.time[-1]) for lc in plan.merged],
                 n_detections=[len(lc) for lc in plan.merged],
             )  # fmt: skip
             self._unsaved += len(plan.merged)
             if self._unsaved >= self.settings.index_save_every:
                 self._save_index_locked()
-        if result.new_alerts != sum(plan.new.values()):  # the object locks rule this out
-            log.error("stored %d new alerts where %d were planned", result.new_alerts, sum(plan.new.values()))
         return [
             IngestedObjectResult(lc.object_id, plan.new[lc.object_id], plan.duplicate[lc.object_id],
-                                 plan.dropped[lc.object_id], len(lc), o.label, float(plan.enc.anomaly[i]))
-            for i, (lc, o) in enumerate(zip(plan.merged, plan.batch.objects, strict=True))
+                                 plan.dropped[lc.object_id], len(lc), plan.labels[i], float(plan.enc.anomaly[i]))
+            for i, lc in enumerate(plan.merged)
         ]  # fmt: skip
 
     def _plan_ingest(self, posted: dict[str, LightCurve], position: dict[str, int],
-                     stored: dict[str, StoredHistory]) -> tuple[IngestBatch, _IngestPlan]:  # fmt: skip
-        """Merge each posted light curve into its stored history, encode, and list the writes."""
+                     stored: dict[str, StoredObject]) -> tuple[IngestBatch, _IngestPlan]:  # fmt: skip
+        """Merge each posted light curve into its stored one, encode, and list the writes."""
         plan = _IngestPlan()
-        alerts, limits, drop_keys, drop_limits = [], [], [], []
         for oid, lc in posted.items():
-            history = stored.get(oid)
-            old = self._history_lightcurve(oid, history) if history is not None else None
+            old = stored_lightcurve(stored[oid]) if oid in stored else None
             if old is not None and old.survey != lc.survey:
                 raise LightCurveError(f"lightcurves[{position[oid]}].survey",
                                       f"{oid!r} is stored as a {old.survey} object, not {lc.survey}")  # fmt: skip
             merged = lc if old is None else old.merge(lc, keep_existing=True)
-            keys = _keys(merged)
-            # the key each stored row would get now -> the key it was stored under (older rows wrote jd to 1e-6 d)
-            old_keys = {} if old is None else {alert_key(oid, a.jd, a.band): a.alert_key for a in history.alerts}
-            posted_keys = set(_keys(lc))
-            fresh = np.array([k not in old_keys for k in keys], dtype=bool)
-            kept = set(keys)
-            plan.new[oid] = int(fresh.sum())
-            plan.duplicate[oid] = len(posted_keys & old_keys.keys())
-            plan.dropped[oid] = len(posted_keys - kept - old_keys.keys())
-            alerts += _alert_rows(merged, keys, fresh)
-            drop_keys += [stored_key for k, stored_key in old_keys.items() if k not in kept]
-            ul_kept = set(zip(merged.ul_time.tolist(), merged.ul_band.tolist(), strict=True))
-            ul_stored = {(u.jd, BAND_INDEX.get(u.band, -1)): u for u in history.upper_limits
-                         } if history is not None else {}  # fmt: skip
-            drop_limits += [(oid, u.jd, u.band) for k, u in ul_stored.items() if k not in ul_kept]
-            limits += [u for u in _limit_rows(merged) if (u.jd, BAND_INDEX[u.band]) not in ul_stored]
+            had = set() if old is None else _points(old)
+            kept, sent = _points(merged), _points(lc)
+            plan.new[oid] = len(kept - had)
+            plan.duplicate[oid] = len(sent & had)
+            plan.dropped[oid] = len(sent - kept - had)
             plan.merged.append(merged)
         try:
             plan.enc = self.encode(plan.merged)
         except LightCurveError as exc:  # name the request's light curve, not the merged list's
             i = int(exc.field.split("[", 1)[1].split("]", 1)[0])
             raise LightCurveError(f"lightcurves[{position[plan.merged[i].object_id]}]", exc.message) from None
-        objects, fps = [], {}
+        objects, fingerprints = [], []
         for i, lc in enumerate(plan.merged):
             coarse, _ = self.probabilities(plan.enc, i)
-            objects.append(ObjectState(
-                object_id=lc.object_id, survey=lc.survey, ra=lc.ra, dec=lc.dec, label=top_label(coarse),
-                probabilities=coarse, anomaly_score=float(plan.enc.anomaly[i]), known_label=lc.label,
-            ))  # fmt: skip
-            fps[lc.object_id] = plan.enc.vectors[i]
-        plan.batch = IngestBatch(objects, alerts, fps, self.version, limits, drop_keys, drop_limits)
-        return plan.batch, plan
+            plan.labels.append(top_label(coarse))
+            objects.append(ObjectState(object_id=lc.object_id, survey=lc.survey, ra=lc.ra, dec=lc.dec,
+                                       known_label=lc.label))  # fmt: skip
+            fingerprints.append(FingerprintRow(lc.object_id, plan.enc.vectors[i], plan.labels[-1], coarse,
+                                               float(plan.enc.anomaly[i])))  # fmt: skip
+        histories = {lc.object_id: history_of(lc) for lc in plan.merged}
+        return IngestBatch(objects, histories, self.version, fingerprints), plan
 
     # ---------------------------------------------------------------- reads
     def get_object(self, object_id: str) -> tuple[ObjectState, LightCurve]:
-        state = self.store.get_object(object_id)
-        if state is None:
+        """An object's row with the served version's predictions, and its stored light curve."""
+        state = self.store.get_object(object_id, self.version)
+        history = self.store.get_history(object_id)
+        if state is None or history is None:
             raise UnknownObject(object_id)
-        return state, self.lightcurve(object_id, state=state)
+        return state, stored_lightcurve(StoredObject(state, history, 0))
 
-    def lightcurve(self, object_id: str, *, missing_ok: bool = False, state: ObjectState | None = None
-                   ) -> LightCurve | None:  # fmt: skip
-        """The stored light curve of an object (all its alerts and upper limits)."""
-        alerts = self.store.get_alerts(object_id)
-        if not alerts:
-            if missing_ok:
-                return None
+    def lightcurve(self, object_id: str, *, missing_ok: bool = False) -> LightCurve | None:
+        """The stored light curve of an object (all its detections and upper limits)."""
+        stored = self.store.read_objects([object_id]).get(object_id)
+        lc = None if stored is None else stored_lightcurve(stored)
+        if lc is None and not missing_ok:
             raise UnknownObject(object_id)
-        state = state or self.store.get_object(object_id)
-        history = StoredHistory(state or ObjectState(object_id), alerts, self.store.get_upper_limits(object_id))
-        return self._history_lightcurve(object_id, history)
-
-    @staticmethod
-    def _history_lightcurve(object_id: str, history: StoredHistory) -> LightCurve | None:
-        """The light curve of stored rows (None without alerts): the one validation posted light
-        curves pass, so whatever was stored reads back, and posts back, the same."""
-        alerts, state = history.alerts, history.state
-        if not alerts:
-            return None
-        meta = meta_matrix([a.meta or {} for a in alerts], META_FIELDS) if any(a.meta for a in alerts) else None
-        ul = [u for u in history.upper_limits if u.mag is not None]
-        return LightCurve.build(
-            object_id, state.survey or "ztf",
-            np.array([a.jd for a in alerts]), np.array([a.band for a in alerts]),
-            flux=np.array([a.flux for a in alerts]), flux_err=np.array([a.flux_err for a in alerts]), meta=meta,
-            ul_time=np.array([u.jd for u in ul]), ul_band=np.array([u.band for u in ul]),
-            ul_mag=np.array([u.mag for u in ul]), ra=state.ra, dec=state.dec, label=state.known_label,
-        )  # fmt: skip
+        return lc
 
     def vector_of(self, object_id: str) -> np.ndarray:
         v = self.index.get_vector(object_id)
@@ -338,7 +377,7 @@ class Catalog:
         return self.search(self.vector_of(object_id), k, filters, exclude=(object_id,))
 
     def anomalies(self, limit: int, cursor: str | None, label: str | None, since: float | None):
-        return self.store.anomalies(limit=limit, cursor=cursor, label=label, since_jd=since, model_version=self.version)
+        return self.store.anomalies(model_version=self.version, limit=limit, cursor=cursor, label=label, since_jd=since)
 
     def plot(self, object_id: str) -> bytes:
         from app.plots import render_plot
@@ -382,52 +421,52 @@ def _finite(x: object) -> float | None:
     return float(x) if isinstance(x, (int, float)) and np.isfinite(x) else None
 
 
-def _alert_rows(lc: LightCurve, keys: list[str], select: np.ndarray | None = None) -> list[AlertRow]:
-    """One row per detection (where ``select``); metadata as {field: value} of the present fields."""
-    if select is not None and not select.all():
-        idx = np.flatnonzero(select)
-        lc = replace(lc, time=lc.time[idx], band=lc.band[idx], flux=lc.flux[idx], flux_err=lc.flux_err[idx],
-                     meta=None if lc.meta is None else lc.meta[idx], alert_id=None)  # fmt: skip
-        keys = [keys[i] for i in idx.tolist()]
-    mag, mag_err = lc.mag, lc.mag_err
-    mag = np.where(np.isfinite(mag), mag, np.nan).tolist()
-    mag_err = np.where(np.isfinite(mag_err), mag_err, np.nan).tolist()
-    metas: list[str | None] = [None] * len(keys)
-    if lc.meta is not None:
-        present = np.isfinite(lc.meta)
-        values = lc.meta.astype(np.float64).tolist()
-        for i, row in enumerate(present.tolist()):
-            if any(row):
-                metas[i] = _meta_template(tuple(row)) % tuple(compress(values[i], row))
-    time, flux, flux_err = lc.time.tolist(), lc.flux.tolist(), lc.flux_err.tolist()
-    bands = [BANDS[b] for b in lc.band.tolist()]
-    return [
-        AlertRow(
-            alert_key=key,
-            object_id=lc.object_id,
-            jd=time[i],
-            band=bands[i],
-            mag=None if mag[i] != mag[i] else mag[i],
-            mag_err=None if mag_err[i] != mag_err[i] else mag_err[i],
-            flux=flux[i],
-            flux_err=flux_err[i],
-            meta=metas[i],
-        )  # fmt: skip
-        for i, key in enumerate(keys)
-    ]
+def _points(lc: LightCurve) -> set[tuple[float, int]]:
+    """The (time, band) of each detection: what makes a detection the same one when posted again."""
+    return set(zip(lc.time.tolist(), lc.band.tolist(), strict=True))
 
 
-@lru_cache(maxsize=4096)
-def _meta_template(present: tuple[bool, ...]) -> str:
-    """JSON object text with a %-slot per present metadata field. The values are float32, which
-    9 significant digits round-trip exactly; formatting them this way is 4x faster than json.dumps."""
-    return "{" + ",".join(f'"{f}":%.9g' for f, ok in zip(META_FIELDS, present, strict=True) if ok) + "}"
+def history_of(lc: LightCurve) -> History:
+    """What SQL stores of a light curve: its detections (with metadata and alert ids) and limits."""
+    return History(
+        jd=lc.time, band=lc.band.astype(np.uint8), flux=lc.flux, flux_err=lc.flux_err, bands=BANDS,
+        meta=lc.meta, meta_fields=META_FIELDS if lc.meta is not None else (), alert_id=lc.alert_id,
+        ul_jd=lc.ul_time, ul_band=lc.ul_band.astype(np.uint8), ul_mag=lc.ul_mag,
+    )  # fmt: skip
 
 
-def _limit_rows(lc: LightCurve) -> list[UpperLimitRow]:
-    bands = [BANDS[b] for b in lc.ul_band.tolist()]
-    return [UpperLimitRow(lc.object_id, t, b, m)
-            for t, b, m in zip(lc.ul_time.tolist(), bands, lc.ul_mag.tolist(), strict=True)]  # fmt: skip
+def stored_lightcurve(stored: StoredObject) -> LightCurve | None:
+    """The light curve of a stored object (None before its first detection), through the one
+    validation posted light curves pass, so whatever was stored reads back, and posts back, the same."""
+    h, state = stored.history, stored.state
+    if h is None or len(h) == 0:
+        return None
+    meta = None
+    if h.meta is not None:
+        meta = np.full((len(h), len(META_FIELDS)), np.nan, dtype=np.float32)
+        columns = {f: j for j, f in enumerate(h.meta_fields)}
+        for j, f in enumerate(META_FIELDS):
+            if f in columns:
+                meta[:, j] = h.meta[:, columns[f]]
+    names = np.array(h.bands)
+    return LightCurve.build(
+        state.object_id, state.survey or "ztf", h.jd, names[h.band], flux=h.flux, flux_err=h.flux_err, meta=meta,
+        ul_time=h.ul_jd, ul_band=names[h.ul_band] if len(h.ul_band) else h.ul_band, ul_mag=h.ul_mag,
+        ra=state.ra, dec=state.dec, label=state.known_label, alert_id=h.alert_id,
+    )  # fmt: skip
+
+
+def _load_registered(info: ModelInfo, configured: ModelInfo | None):
+    """The checkpoint of a registered version: from its path when that file is still the one
+    registered, else from the configured checkpoint when it is the same file (a moved clone)."""
+    for path in (info.path, configured.path if configured is not None else None):
+        if path and Path(path).is_file() and file_sha256(Path(path)) == info.sha256:
+            return load_checkpoint(path)
+    raise CheckpointError(
+        f"the active model {info.version} was registered from {info.path}, which is missing or changed; "
+        f"restore that file, or re-encode the catalogue with this checkpoint: "
+        f"rtf-reencode --checkpoint <checkpoint> --activate"
+    )
 
 
 DEMO_COMMAND = "rtf-synth --survey ztf --n 3000 --seed 2026 --min-detections 3 --out {path}"

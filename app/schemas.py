@@ -121,7 +121,11 @@ class AnomaliesResponse(BaseModel):
 class ModelOut(BaseModel):
     version: str
     dim: int
-    active: bool
+    active: bool = Field(..., description="the version every answer comes from")
+    fingerprints: int = Field(..., description="objects with a fingerprint of this version")
+    stale: int = Field(..., description="objects whose fingerprint of this version is missing or older than their "
+                       "light curve; 0: the version is complete and can be activated")  # fmt: skip
+    path: str = Field(..., description="the checkpoint file it was registered from")
     precision: str | None = Field(
         None, description="how the model runs: fp32, bf16 (PyTorch) or onnx (ONNX Runtime); the active model only"
     )
@@ -131,4 +135,10 @@ class ModelOut(BaseModel):
 
 
 class ModelsResponse(BaseModel):
+    objects: int = Field(..., description="objects in the catalogue")
     models: list[ModelOut]
+
+
+class DroppedModel(BaseModel):
+    version: str
+    fingerprints_deleted: int

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from _postgres import temporary_database  # benchmarks/, the script's folder
 
-from indexing.store import AlertRow, ObjectState, Store
+from indexing.history import History
+from indexing.store import FingerprintRow, IngestBatch, ObjectState, Store
 from indexing.sync import rebuild_from_store
 from indexing.vector_index import IndexConfig
 
@@ -29,27 +30,16 @@ CLASSES = ["SNIa", "SNcc", "CV", "AGN", "TDE", "SLSN", "Other"]
 def batches(n_objects: int, alerts_per: int, batch: int, dim: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     for s in range(0, n_objects, batch):
-        objs, alerts, fps = [], [], {}
+        objs, histories, fps = [], {}, []
         for i in range(s, min(n_objects, s + batch)):
             oid = f"ZTF{i:09d}"
             jd = 2460000.0 + np.sort(rng.uniform(0, 100, alerts_per))
-            objs.append(
-                ObjectState(
-                    oid,
-                    survey="ztf",
-                    ra=float(rng.uniform(0, 360)),
-                    dec=float(rng.uniform(-30, 90)),
-                    label=CLASSES[i % 7],
-                    probabilities={c: 1 / 7 for c in CLASSES},
-                    anomaly_score=float(rng.random()),
-                )
-            )
-            for j, t in enumerate(jd):
-                alerts.append(
-                    AlertRow(f"{oid}:{t:.6f}:{'gr'[j % 2]}", oid, float(t), "gr"[j % 2], 18.0, 0.05, 1e3, 30.0)
-                )
-            fps[oid] = rng.standard_normal(dim).astype(np.float32)
-        yield objs, alerts, fps
+            objs.append(ObjectState(oid, survey="ztf", ra=float(rng.uniform(0, 360)), dec=float(rng.uniform(-30, 90))))
+            histories[oid] = History(jd, np.arange(alerts_per, dtype=np.uint8) % 2, np.full(alerts_per, 1e3),
+                                     np.full(alerts_per, 30.0), ("g", "r"))  # fmt: skip
+            fps.append(FingerprintRow(oid, rng.standard_normal(dim).astype(np.float32), CLASSES[i % 7],
+                                      {c: 1 / 7 for c in CLASSES}, float(rng.random())))  # fmt: skip
+        yield IngestBatch(objs, histories, "bench", fps)
 
 
 def bench_ingest(url: str, name: str, a) -> None:
@@ -58,8 +48,8 @@ def bench_ingest(url: str, name: str, a) -> None:
     n_alerts = a.objects * a.alerts_per_object
     for label in ("new", "duplicate"):
         t = time.perf_counter()
-        for objs, alerts, fps in batches(a.objects, a.alerts_per_object, a.batch, a.dim):
-            store.ingest(objs, alerts, fps, "bench")
+        for batch in batches(a.objects, a.alerts_per_object, a.batch, a.dim):
+            store.write(batch)
         dt = time.perf_counter() - t
         rows = n_alerts + 2 * a.objects
         print(
@@ -81,10 +71,8 @@ def bench_rebuild(a) -> None:
             m = min(chunk, a.rebuild_n - s)
             ids = [f"ZTF{i:09d}" for i in range(s, s + m)]
             vec = rng.standard_normal((m, a.dim)).astype(np.float32)
-            objs = [
-                ObjectState(o, label=CLASSES[i % 7], anomaly_score=float(i % 1000) / 1000) for i, o in enumerate(ids)
-            ]
-            store.ingest(objs, [], dict(zip(ids, vec, strict=True)), "bench")
+            fps = [FingerprintRow(o, vec[i], CLASSES[i % 7], None, float(i % 1000) / 1000) for i, o in enumerate(ids)]
+            store.write(IngestBatch(model_version="bench", fingerprints=fps))
         fill = time.perf_counter() - t
         print(f"sqlite fill {a.rebuild_n:,} objects+fingerprints: {fill:.1f}s ({2 * a.rebuild_n / fill:,.0f} rows/s)")
         t = time.perf_counter()

@@ -4,9 +4,15 @@ Migrations live in the top-level ``alembic/`` folder and must produce exactly th
 (``tests/test_store.py::test_migrations_match_models`` compares them). Change both together:
 edit the models, then ``alembic revision --autogenerate -m "..."`` and review the script.
 
-Change tracking: ``objects.revision`` and ``fingerprints.revision`` are bumped by every upsert
-so that :meth:`indexing.store.Store.state_marker` changes whenever anything the vector index
-depends on changes (vectors or the per-object filter attributes).
+Layout: ``objects`` (one row per object: where it is, its detection summary), ``lightcurves``
+(its whole photometry as one columnar value, :class:`indexing.history.History`), ``fingerprints``
+(one row per object and model version: the vector and that model's predictions) and ``models``.
+
+Change tracking: ``objects.revision`` is bumped whenever an object's row or its light curve
+changes, ``fingerprints.revision`` whenever a fingerprint or its predictions change, so that
+:meth:`indexing.store.Store.state_marker` changes whenever anything the vector index depends on
+changes. ``fingerprints.source_revision`` is the object revision a fingerprint was computed from:
+a fingerprint whose object moved on since is stale (re-encoding finds them by it).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ class Base(DeclarativeBase):
 
 
 class ObjectRecord(Base):
-    """One astrophysical object (a light curve); predicted fields are the latest ingest's."""
+    """One astrophysical object. Predictions live with its fingerprints, one per model version."""
 
     __tablename__ = "objects"
 
@@ -60,57 +66,32 @@ class ObjectRecord(Base):
     first_jd: Mapped[float | None] = mapped_column(Float)
     last_jd: Mapped[float | None] = mapped_column(Float, index=True)
     n_detections: Mapped[int] = mapped_column(Integer, default=0)
-    label: Mapped[str | None] = mapped_column(String(64), index=True)
-    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON(none_as_null=True))
-    anomaly_score: Mapped[float | None] = mapped_column(Float)
     known_label: Mapped[str | None] = mapped_column(String(64))
     revision: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (
-        # keyset paging of the anomaly ranking: ORDER BY anomaly_score DESC, object_id ASC
-        Index("ix_objects_anomaly_score_object_id", "anomaly_score", "object_id"),
-    )
 
+class LightCurveRecord(Base):
+    """The detections and upper limits of an object: :meth:`indexing.history.History.to_bytes`."""
 
-class AlertRecord(Base):
-    """One detection. ``alert_key`` (e.g. the candid) makes re-ingesting an alert a no-op."""
+    __tablename__ = "lightcurves"
 
-    __tablename__ = "alerts"
-    __table_args__ = {"sqlite_autoincrement": True}
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    alert_key: Mapped[str] = mapped_column(String(192), unique=True)
-    object_id: Mapped[str] = mapped_column(ForeignKey("objects.object_id", ondelete="CASCADE"), index=True)
-    jd: Mapped[float] = mapped_column(Float)
-    band: Mapped[str] = mapped_column(String(16))
-    mag: Mapped[float | None] = mapped_column(Float)
-    mag_err: Mapped[float | None] = mapped_column(Float)
-    flux: Mapped[float] = mapped_column(Float)
-    flux_err: Mapped[float] = mapped_column(Float)
-    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
-
-
-class UpperLimitRecord(Base):
-    """A non-detection (limiting magnitude) of an object."""
-
-    __tablename__ = "upper_limits"
-    __table_args__ = (UniqueConstraint("object_id", "jd", "band"), {"sqlite_autoincrement": True})
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    object_id: Mapped[str] = mapped_column(ForeignKey("objects.object_id", ondelete="CASCADE"))
-    jd: Mapped[float] = mapped_column(Float)
-    band: Mapped[str] = mapped_column(String(16))
-    mag: Mapped[float | None] = mapped_column(Float)
+    object_id: Mapped[str] = mapped_column(ForeignKey("objects.object_id", ondelete="CASCADE"), primary_key=True)
+    n_detections: Mapped[int] = mapped_column(Integer)
+    n_upper_limits: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class FingerprintRecord(Base):
-    """The fingerprint of an object under one model version: raw little-endian float32 bytes."""
+    """An object under one model version: the fingerprint (raw little-endian float32 bytes) and
+    that model's class, probabilities and anomaly score."""
 
     __tablename__ = "fingerprints"
     __table_args__ = (
         UniqueConstraint("object_id", "model_version"),
         Index("ix_fingerprints_model_version_id", "model_version", "id"),  # streaming rebuilds
+        # keyset paging of a version's anomaly ranking: ORDER BY anomaly_score DESC, object_id ASC
+        Index("ix_fingerprints_model_version_anomaly_score_object_id", "model_version", "anomaly_score", "object_id"),
         {"sqlite_autoincrement": True},
     )
 
@@ -120,13 +101,17 @@ class FingerprintRecord(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     dim: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str | None] = mapped_column(String(64))
+    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON(none_as_null=True))
+    anomaly_score: Mapped[float | None] = mapped_column(Float)
+    source_revision: Mapped[int | None] = mapped_column(Integer)
     revision: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ModelRecord(Base):
-    """A registered encoder checkpoint; at most one is ``active``."""
+    """A registered encoder checkpoint; at most one is ``active`` (the version the service answers with)."""
 
     __tablename__ = "models"
 

@@ -6,16 +6,18 @@ The SQL fingerprints are the source of truth; the FAISS index is a cache rebuilt
 
 Semantics the service relies on:
 
-* :meth:`Store.ingest` is ONE transaction. Alerts are inserted with ``ON CONFLICT (alert_key)
-  DO NOTHING`` so re-ingesting the same alerts changes nothing; objects and fingerprints are
-  upserted. ``None`` in an :class:`ObjectState` field (or empty ``probabilities``, or
-  ``n_detections == 0``) means
-  "keep the stored value". For every object that has alerts in the call, ``first_jd``,
-  ``last_jd`` and ``n_detections`` are recomputed from *all* its stored alerts inside the
-  transaction, under the object's row lock, so concurrent ingests into PostgreSQL never lose
-  detections. Through :meth:`Store.ingest` the predicted fields (label, probabilities,
-  anomaly_score) and the fingerprint are last-writer-wins; :meth:`Store.ingest_merged` (what the
-  service uses) locks the objects before reading their histories, so they are exact.
+* An object's light curve is stored whole, as one columnar value (:class:`~indexing.history.History`).
+  :meth:`Store.ingest_merged` is the read-merge-write of a batch of objects as ONE transaction
+  that holds them exclusively (PostgreSQL: advisory locks; SQLite: the writer's lock), so what
+  the caller derives from the stored histories (the merged light curve, its fingerprint and
+  predictions) is of exactly the rows stored. Re-posting stored points changes nothing.
+* Predictions (class, probabilities, anomaly score) belong to a model version: they are stored
+  with that version's fingerprint. Reads name the version (the active one, see :meth:`active_version`).
+* Re-encoding with another version (:meth:`stale_object_ids`, :meth:`write_fingerprints`,
+  :meth:`activate`) runs beside ingest: a fingerprint records the object revision it was computed
+  from, a write is skipped where the object moved on since, and the switch of the active version
+  encodes the last stale objects under a lock that keeps ingest out, so the new version is
+  complete at the moment it becomes active.
 * Writers on SQLite take the database lock up front (``BEGIN IMMEDIATE``, busy timeout 30 s);
   readers never block (WAL). On PostgreSQL deadlocks / serialization failures are retried.
 * :meth:`Store.state_marker` changes whenever a fingerprint of the model version or any object
@@ -36,32 +38,32 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Text, and_, bindparam, cast, create_engine, event, exists, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, create_engine, event, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
+from indexing.history import History
 from indexing.models import (
     OBJECT_ID_MAX,
-    AlertRecord,
     FingerprintRecord,
+    LightCurveRecord,
     ModelRecord,
     ObjectRecord,
-    UpperLimitRecord,
     utcnow,
 )
 
 __all__ = [
-    "AlertRow",
     "FingerprintBatch",
+    "FingerprintRow",
     "FingerprintScan",
     "IngestBatch",
     "IngestResult",
     "ModelInfo",
     "ObjectState",
+    "StaleVersion",
     "Store",
-    "StoredHistory",
-    "UpperLimitRow",
+    "StoredObject",
     "make_engine",
 ]
 
@@ -72,33 +74,9 @@ _PG_RETRY_CODES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
 
 # --------------------------------------------------------------------------- dataclasses
 @dataclass(slots=True)
-class AlertRow:
-    """One detection. ``alert_key`` is unique (the service writes f"{object_id}:{jd!r}:{band}")."""
-
-    alert_key: str
-    object_id: str
-    jd: float
-    band: str
-    mag: float | None
-    mag_err: float | None
-    flux: float
-    flux_err: float
-    meta: dict[str, Any] | str | None = None  # a dict, or its JSON text (read back as a dict)
-
-
-@dataclass(slots=True)
-class UpperLimitRow:
-    """A non-detection; unique on (object_id, jd, band)."""
-
-    object_id: str
-    jd: float
-    band: str
-    mag: float | None = None
-
-
-@dataclass(slots=True)
 class ObjectState:
-    """An object's row. On input ``None`` means "keep the stored value" (see module doc)."""
+    """An object's row and, on reads, one model version's predictions of it. On input ``None``
+    means "keep the stored value"; the detection summary comes from the object's history."""
 
     object_id: str
     survey: str | None = None
@@ -107,21 +85,51 @@ class ObjectState:
     first_jd: float | None = None
     last_jd: float | None = None
     n_detections: int = 0
-    label: str | None = None
-    probabilities: dict[str, float] = field(default_factory=dict)
-    anomaly_score: float | None = None
+    label: str | None = None  # output only: the version's predicted class
+    probabilities: dict[str, float] = field(default_factory=dict)  # output only
+    anomaly_score: float | None = None  # output only
     known_label: str | None = None
     updated_at: datetime | None = None  # output only
 
 
 @dataclass(slots=True)
+class FingerprintRow:
+    """An object under one model version: its fingerprint and that model's predictions."""
+
+    object_id: str
+    vector: np.ndarray
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
+    anomaly_score: float | None = None
+
+
+@dataclass(slots=True)
+class StoredObject:
+    """What is stored of one object: its row, its light curve (None: no detection yet) and the
+    revision both are at (what a fingerprint computed from them records)."""
+
+    state: ObjectState
+    history: History | None
+    revision: int
+
+
+@dataclass(slots=True)
+class IngestBatch:
+    """The writes of one transaction: object rows, whole histories (replacing the stored ones),
+    and fingerprints of ``model_version``. Objects referenced only by a history or a fingerprint
+    are created with empty fields when not stored yet."""
+
+    objects: Sequence[ObjectState] = ()
+    histories: dict[str, History] = field(default_factory=dict)
+    model_version: str | None = None
+    fingerprints: Sequence[FingerprintRow] = ()
+
+
+@dataclass(slots=True)
 class IngestResult:
-    new_alerts: int  # alerts inserted (not seen before)
-    duplicate_alerts: int  # alerts skipped because their alert_key was stored already
-    new_upper_limits: int
-    objects_touched: int  # objects inserted or whose stored row changed
+    objects_touched: int  # objects inserted or whose row or light curve changed
     fingerprints_written: int  # fingerprints inserted or changed
-    new_alert_keys: list[str] = field(default_factory=list)
+    fingerprints_skipped: int = 0  # (write_fingerprints) objects that changed since they were read
 
 
 @dataclass(slots=True)
@@ -151,99 +159,12 @@ class FingerprintBatch:
     n_detections: np.ndarray  # (n,) int64
 
 
-@dataclass(slots=True)
-class StoredHistory:
-    """What is stored of one object: its row, its alerts and its upper limits (by jd, band)."""
+class StaleVersion(RuntimeError):
+    """A model version cannot become active: objects lack an up-to-date fingerprint of it."""
 
-    state: ObjectState
-    alerts: list[AlertRow]
-    upper_limits: list[UpperLimitRow]
-
-
-@dataclass(slots=True)
-class IngestBatch:
-    """The writes of one :meth:`Store.ingest` transaction. ``drop_alert_keys`` and
-    ``drop_upper_limits`` (object_id, jd, band) are stored points to delete (the history cap)."""
-
-    objects: Sequence[ObjectState]
-    alerts: Sequence[AlertRow] = ()
-    fingerprints: dict[str, np.ndarray] | None = None
-    model_version: str | None = None
-    upper_limits: Sequence[UpperLimitRow] = ()
-    drop_alert_keys: Sequence[str] = ()
-    drop_upper_limits: Sequence[tuple[str, float, str]] = ()
-
-
-class _IngestRows:
-    """An :class:`IngestBatch` as checked, de-duplicated and sorted SQL rows (sorted: every
-    transaction takes row locks in the same order, which avoids deadlocks)."""
-
-    def __init__(self, batch: IngestBatch) -> None:
-        fingerprints = batch.fingerprints or {}
-        if fingerprints and not batch.model_version:
-            raise ValueError("fingerprints need a model_version")
-        self.now = now = utcnow()
-        self.objects: dict[str, dict[str, Any]] = {}
-        for s in batch.objects:
-            if not s.object_id or len(s.object_id) > OBJECT_ID_MAX:
-                raise ValueError(f"bad object_id {s.object_id!r}")
-            self.objects[s.object_id] = {
-                "object_id": s.object_id,
-                "survey": s.survey,
-                "ra": _f(s.ra),
-                "dec": _f(s.dec),
-                "first_jd": _f(s.first_jd),
-                "last_jd": _f(s.last_jd),
-                "n_detections": int(s.n_detections or 0),
-                "label": s.label,
-                "probabilities": {k: float(v) for k, v in s.probabilities.items()} if s.probabilities else None,
-                "anomaly_score": _f(s.anomaly_score),
-                "known_label": s.known_label,
-                "revision": 1,
-                "updated_at": now,
-            }
-        referenced = {a.object_id for a in batch.alerts} | {u.object_id for u in batch.upper_limits} | set(fingerprints)
-        self.bare = sorted(referenced - self.objects.keys())
-        self.alerts = sorted(
-            (
-                {
-                    "alert_key": a.alert_key,
-                    "object_id": a.object_id,
-                    "jd": float(a.jd),
-                    "band": a.band,
-                    "mag": _f(a.mag),
-                    "mag_err": _f(a.mag_err),
-                    "flux": float(a.flux),
-                    "flux_err": float(a.flux_err),
-                    "meta": a.meta,
-                }
-                for a in {a.alert_key: a for a in batch.alerts}.values()
-            ),
-            key=lambda r: r["alert_key"],
-        )
-        self.limits = sorted(
-            {(u.object_id, float(u.jd), u.band): _f(u.mag) for u in batch.upper_limits}.items(), key=lambda kv: kv[0]
-        )
-        self.fps = []
-        for oid in sorted(fingerprints):
-            v = np.asarray(fingerprints[oid], dtype="<f4").reshape(-1)
-            if not np.all(np.isfinite(v)):
-                raise ValueError(f"non-finite fingerprint for {oid!r}")
-            self.fps.append(
-                {
-                    "object_id": oid,
-                    "model_version": batch.model_version,
-                    "vector": v.tobytes(),
-                    "dim": int(v.shape[0]),
-                    "revision": 1,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-        self.drop_alert_keys = sorted(batch.drop_alert_keys)
-        self.drop_limits = sorted(batch.drop_upper_limits)
-        # objects whose detection summary is re-derived from their stored alerts
-        self.summary_objects = sorted(self.objects.keys() | {r["object_id"] for r in self.alerts})
+    def __init__(self, version: str, stale: int) -> None:
+        super().__init__(f"{stale} objects have no up-to-date fingerprint of {version!r}")
+        self.version, self.stale = version, stale
 
 
 #: Exclusive transaction-level locks on objects by id hash, taken in one fixed order (hash
@@ -252,6 +173,8 @@ _PG_LOCK_OBJECTS = text(
     "SELECT pg_advisory_xact_lock(7270002, h) FROM "
     "(SELECT DISTINCT hashtext(x) AS h FROM unnest(CAST(:ids AS text[])) AS x ORDER BY h) AS locks"
 )
+#: Ingest and re-encode writes hold this shared; the switch of the active version holds it exclusively.
+_PG_VERSION_LOCK = 7270003
 
 
 # --------------------------------------------------------------------------- engine
@@ -320,38 +243,50 @@ def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterator[Sequence]:
         yield seq[i : i + n]
 
 
-# --------------------------------------------------------------------------- SQLite bulk path
-# SQLAlchemy's insertmanyvalues with RETURNING costs ~20 us of Python per row; the DBAPI's executemany
-# costs ~2. On SQLite a writer holds the database lock for the whole transaction (BEGIN IMMEDIATE), so
-# "select the stored keys, then insert the rest" is exact: nobody can insert in between.
-_ALERT_COLUMNS = ("alert_key", "object_id", "jd", "band", "mag", "mag_err", "flux", "flux_err", "meta")
+class _Rows:
+    """An :class:`IngestBatch` as checked, de-duplicated and sorted SQL rows (sorted: every
+    transaction takes row locks in the same order, which avoids deadlocks)."""
+
+    def __init__(self, batch: IngestBatch) -> None:
+        if batch.fingerprints and not batch.model_version:
+            raise ValueError("fingerprints need a model_version")
+        self.now = now = utcnow()
+        self.objects: dict[str, dict[str, Any]] = {}
+        for s in batch.objects:
+            _check_id(s.object_id)
+            self.objects[s.object_id] = {
+                "object_id": s.object_id, "survey": s.survey, "ra": _f(s.ra), "dec": _f(s.dec),
+                "first_jd": _f(s.first_jd), "last_jd": _f(s.last_jd), "n_detections": int(s.n_detections or 0),
+                "known_label": s.known_label, "revision": 1, "updated_at": now,
+            }  # fmt: skip
+        self.histories: list[dict[str, Any]] = []
+        for oid in sorted(batch.histories):
+            _check_id(oid)
+            h = batch.histories[oid]
+            row = self.objects.setdefault(oid, {"object_id": oid, "survey": None, "ra": None, "dec": None,
+                                                "known_label": None, "revision": 1, "updated_at": now})  # fmt: skip
+            row.update(first_jd=h.first_jd, last_jd=h.last_jd, n_detections=len(h))
+            self.histories.append({"object_id": oid, "n_detections": len(h), "n_upper_limits": len(h.ul_jd),
+                                   "data": h.to_bytes()})  # fmt: skip
+        self.fingerprints: list[dict[str, Any]] = []
+        for fp in sorted({f.object_id: f for f in batch.fingerprints}.values(), key=lambda f: f.object_id):
+            _check_id(fp.object_id)
+            v = np.asarray(fp.vector, dtype="<f4").reshape(-1)
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"non-finite fingerprint for {fp.object_id!r}")
+            self.fingerprints.append({
+                "object_id": fp.object_id, "model_version": batch.model_version, "vector": v.tobytes(),
+                "dim": int(v.shape[0]), "label": fp.label,
+                "probabilities": {k: float(x) for k, x in fp.probabilities.items()} if fp.probabilities else None,
+                "anomaly_score": _f(fp.anomaly_score), "source_revision": None, "revision": 1,
+                "created_at": now, "updated_at": now,
+            })  # fmt: skip
+        self.bare = sorted({f["object_id"] for f in self.fingerprints} - self.objects.keys())
 
 
-def _insert_new_alerts_sqlite(conn, alert_rows: list[dict[str, Any]]) -> list[str]:
-    a_t = AlertRecord.__table__
-    stored: set[str] = set()
-    for part in _chunks([r["alert_key"] for r in alert_rows]):
-        stored.update(conn.scalars(select(a_t.c.alert_key).where(a_t.c.alert_key.in_(list(part)))))
-    fresh = [r for r in alert_rows if r["alert_key"] not in stored]
-    if fresh:
-        dumps = json.JSONEncoder(separators=(",", ":")).encode
-        values = [
-            (*(r[c] for c in _ALERT_COLUMNS[:-1]), r["meta"] if r["meta"] is None or isinstance(r["meta"], str)
-             else dumps(r["meta"]))
-            for r in fresh
-        ]  # fmt: skip
-        placeholders = ",".join("?" * len(_ALERT_COLUMNS))
-        conn.exec_driver_sql(f"INSERT INTO {a_t.name} ({','.join(_ALERT_COLUMNS)}) VALUES ({placeholders})", values)
-    return [r["alert_key"] for r in fresh]
-
-
-def _insert_new_limits_sqlite(conn, ul_rows: list[tuple[tuple[str, float, str], float | None]]) -> int:
-    u_t = UpperLimitRecord.__table__
-    res = conn.exec_driver_sql(  # executemany's rowcount sums the rows really inserted
-        f"INSERT INTO {u_t.name} (object_id, jd, band, mag) VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-        [(o, jd, b, m) for (o, jd, b), m in ul_rows],
-    )
-    return res.rowcount
+def _check_id(object_id: str) -> None:
+    if not object_id or len(object_id) > OBJECT_ID_MAX:
+        raise ValueError(f"bad object_id {object_id!r}")
 
 
 # --------------------------------------------------------------------------- fingerprint scan
@@ -382,14 +317,14 @@ class FingerprintScan:
         try:
             while True:
                 q = (
-                    select(f.id, f.object_id, f.vector, f.dim, o.label, o.anomaly_score, o.last_jd, o.n_detections)
+                    select(f.id, f.object_id, f.vector, f.dim, f.label, f.anomaly_score, o.last_jd, o.n_detections)
                     .join_from(FingerprintRecord.__table__, ObjectRecord.__table__, f.object_id == o.object_id)
                     .where(f.model_version == self.model_version, f.id > last)
                     .order_by(f.id)
                     .limit(self.batch_size)
                 )
                 if self.updated_since is not None:
-                    q = q.where(f.updated_at >= self.updated_since)
+                    q = q.where(or_(f.updated_at >= self.updated_since, o.updated_at >= self.updated_since))
                 rows = self._conn.execute(q).all()
                 if not rows:
                     break
@@ -482,236 +417,128 @@ class Store:
                 time.sleep(0.01 * (2**attempt) * (1 + random.random()))
         raise AssertionError("unreachable")
 
-    # ----------------------------------------------------------------- ingest
-    def ingest(
-        self,
-        objects: Sequence[ObjectState],
-        alerts: Sequence[AlertRow] = (),
-        fingerprints: dict[str, np.ndarray] | None = None,
-        model_version: str | None = None,
-        upper_limits: Sequence[UpperLimitRow] = (),
-    ) -> IngestResult:
-        """Store a batch in ONE transaction (see the module doc for the semantics).
+    def _hold(self, conn, ids: Sequence[str], *, version_lock: str = "shared") -> None:
+        """PostgreSQL: the version lock (shared: writers; exclusive: the switch) and the objects'
+        locks, for the rest of the transaction. SQLite's writer lock already holds everything."""
+        if self.dialect != "postgresql":
+            return
+        fn = "pg_advisory_xact_lock_shared" if version_lock == "shared" else "pg_advisory_xact_lock"
+        conn.exec_driver_sql(f"SELECT {fn}({_PG_VERSION_LOCK})")
+        if ids:
+            conn.execute(_PG_LOCK_OBJECTS, {"ids": list(ids)})
 
-        ``fingerprints`` maps object_id -> (dim,) vector (stored as float32) and needs
-        ``model_version``. Objects referenced by alerts / limits / fingerprints but absent from
-        ``objects`` are created with empty fields when not stored yet.
-        """
-        rows = _IngestRows(IngestBatch(objects, alerts, fingerprints, model_version, upper_limits))
+    # ----------------------------------------------------------------- writes
+    def write(self, batch: IngestBatch) -> IngestResult:
+        """Write a batch as ONE transaction without reading first (bulk loads): histories replace
+        the stored ones; fingerprints are of the objects as they are after the batch."""
+        rows = _Rows(batch)
         return self._write(lambda conn: self._apply(conn, rows))
 
-    def ingest_merged(self, object_ids: Sequence[str], prepare: Callable[[dict[str, StoredHistory]], tuple[IngestBatch, T]]
-                      ) -> tuple[IngestResult, T]:  # fmt: skip
+    def ingest_merged(
+        self, object_ids: Sequence[str], prepare: Callable[[dict[str, StoredObject], str | None], tuple[IngestBatch, T]]
+    ) -> tuple[IngestResult, T]:
         """Read-merge-write of these objects as ONE transaction that holds them exclusively.
 
         The objects are locked first (PostgreSQL: transaction-level advisory locks in a fixed order;
-        SQLite: the writer's database lock, ``BEGIN IMMEDIATE``), then their stored histories are
-        read and handed to ``prepare``, whose batch is written before the commit. Two processes
-        ingesting the same object are serialised, so what ``prepare`` derives from the history (the
-        fingerprint, the predictions) is of exactly the rows stored. ``prepare`` may raise to store
-        nothing; it runs again if a PostgreSQL deadlock makes the transaction retry.
+        SQLite: the writer's database lock, ``BEGIN IMMEDIATE``), then their stored objects and the
+        active model version are read and handed to ``prepare``, whose batch is written before the
+        commit. ``prepare`` may raise to store nothing; it runs again if a PostgreSQL deadlock makes
+        the transaction retry.
         """
         ids = sorted(set(object_ids))
 
         def run(conn) -> tuple[IngestResult, T]:
-            if self.dialect == "postgresql" and ids:
-                conn.execute(_PG_LOCK_OBJECTS, {"ids": ids})
-            batch, payload = prepare(self._read_histories(conn, ids))
-            return self._apply(conn, _IngestRows(batch)), payload
+            self._hold(conn, ids)
+            batch, payload = prepare(self._read_objects(conn, ids), self._active_version(conn))
+            return self._apply(conn, _Rows(batch)), payload
 
         return self._write(run)
 
-    def _read_histories(self, conn, ids: Sequence[str]) -> dict[str, StoredHistory]:
-        """Rows, alerts (by jd, band) and upper limits (by jd, band) of the stored objects among ``ids``."""
-        o_t, a, u = ObjectRecord.__table__, AlertRecord.__table__.c, UpperLimitRecord.__table__.c
-        out: dict[str, StoredHistory] = {}
-        for part in _chunks(list(ids)):
-            for r in conn.execute(select(o_t).where(o_t.c.object_id.in_(list(part)))):
-                out[r.object_id] = StoredHistory(self._state(r), [], [])
-            q = (
-                select(a.alert_key, a.object_id, a.jd, a.band, a.mag, a.mag_err, a.flux, a.flux_err, a.meta)
-                .where(a.object_id.in_(list(part)))
-                .order_by(a.object_id, a.jd, a.band, a.id)
-            )
-            for r in conn.execute(q):
-                if r[1] in out:
-                    out[r[1]].alerts.append(AlertRow(*r))
-            q = select(u.object_id, u.jd, u.band, u.mag).where(u.object_id.in_(list(part))).order_by(u.object_id, u.jd, u.band)
-            for r in conn.execute(q):
-                if r[0] in out:
-                    out[r[0]].upper_limits.append(UpperLimitRow(*r))
-        return out
-
-    def _apply(self, conn, plan: _IngestRows) -> IngestResult:
-        """The writes of one batch, on a connection inside a write transaction."""
-        obj_rows, bare, alert_rows, ul_rows, fp_rows = plan.objects, plan.bare, plan.alerts, plan.limits, plan.fps
-        summary_objects, now = plan.summary_objects, plan.now
-        o_t, a_t, u_t, f_t = (
-            ObjectRecord.__table__,
-            AlertRecord.__table__,
-            UpperLimitRecord.__table__,
-            FingerprintRecord.__table__,
-        )
-        # 1. objects first (sorted: a consistent row-lock order avoids deadlocks)
+    def _apply(self, conn, rows: _Rows, expected: dict[str, int] | None = None) -> IngestResult:
+        """The writes of one batch inside a write transaction. ``expected``: write a fingerprint
+        only where its object is still at that revision (re-encoding)."""
+        o_t, l_t, f_t = ObjectRecord.__table__, LightCurveRecord.__table__, FingerprintRecord.__table__
         touched: set[str] = set()
-        if obj_rows:
-            ins = self._insert(o_t)
-            ex = ins.excluded
-            new = {
-                c: func.coalesce(getattr(ex, c), getattr(o_t.c, c))
-                for c in ("survey", "ra", "dec", "first_jd", "last_jd", "label", "anomaly_score", "known_label")
-            }
-            new["n_detections"] = func.coalesce(func.nullif(ex.n_detections, 0), o_t.c.n_detections)
-            new["probabilities"] = func.coalesce(ex.probabilities, o_t.c.probabilities)
-            # only rows that really change are written (and get a new revision)
-            changed = or_(
-                *(
-                    (cast(v, Text) if c == "probabilities" else v).is_distinct_from(
-                        cast(o_t.c[c], Text) if c == "probabilities" else o_t.c[c]
-                    )
-                    for c, v in new.items()
-                )
-            )
+        if rows.objects:
+            touched |= self._upsert_objects(conn, [rows.objects[k] for k in sorted(rows.objects)])
+        if rows.bare:
+            stmt = self._insert(o_t).on_conflict_do_nothing(index_elements=[o_t.c.object_id]).returning(o_t.c.object_id)
+            for part in _chunks(rows.bare):
+                values = [{"object_id": b, "n_detections": 0, "revision": 1, "updated_at": rows.now} for b in part]
+                touched.update(k for (k,) in conn.execute(stmt, values))
+        if rows.histories:
+            ins = self._insert(l_t)
             stmt = ins.on_conflict_do_update(
-                index_elements=[o_t.c.object_id],
-                set_={**new, "revision": o_t.c.revision + 1, "updated_at": ex.updated_at},
-                where=changed,
-            ).returning(o_t.c.object_id)
-            rows = [obj_rows[k] for k in sorted(obj_rows)]
-            for part in _chunks(rows):
-                touched.update(k for (k,) in conn.execute(stmt, list(part)))
-        if bare:
-            stmt = (
-                self._insert(o_t)
-                .on_conflict_do_nothing(index_elements=[o_t.c.object_id])
-                .returning(o_t.c.object_id)
-            )
-            for part in _chunks(bare):
-                rows = [{"object_id": b, "n_detections": 0, "revision": 1, "updated_at": now} for b in part]
-                touched.update(k for (k,) in conn.execute(stmt, rows))
-        # 2. alerts, skipping stored keys
-        new_keys: list[str] = []
-        if alert_rows and self.dialect == "sqlite":
-            new_keys = _insert_new_alerts_sqlite(conn, alert_rows)
-        elif alert_rows:
-            stmt = (
-                self._insert(a_t)
-                .on_conflict_do_nothing(index_elements=[a_t.c.alert_key])
-                .returning(a_t.c.alert_key)
-            )
-            for part in _chunks(alert_rows):
-                rows = [r | {"meta": json.loads(r["meta"])} if isinstance(r["meta"], str) else r for r in part]
-                new_keys.extend(k for (k,) in conn.execute(stmt, rows))
-        n_ul = 0
-        if ul_rows and self.dialect == "sqlite":
-            n_ul = _insert_new_limits_sqlite(conn, ul_rows)
-        elif ul_rows:
-            stmt = (
-                self._insert(u_t)
-                .on_conflict_do_nothing(index_elements=[u_t.c.object_id, u_t.c.jd, u_t.c.band])
-                .returning(u_t.c.id)
-            )
-            for part in _chunks(ul_rows):
-                rows = [{"object_id": o, "jd": jd, "band": b, "mag": m} for (o, jd, b), m in part]
-                n_ul += len(conn.execute(stmt, rows).all())
-        # 2b. the history cap: points the caller dropped (oldest first) leave with this transaction
-        for part in _chunks(plan.drop_alert_keys):
-            conn.execute(a_t.delete().where(a_t.c.alert_key.in_(list(part))))
-        if plan.drop_limits:
-            conn.execute(
-                u_t.delete().where(u_t.c.object_id == bindparam("o"), u_t.c.jd == bindparam("j"), u_t.c.band == bindparam("b")),
-                [{"o": o, "j": j, "b": b} for o, j, b in plan.drop_limits],
-            )
-        # 3. detection summary from all stored alerts (authoritative under concurrency; objects
-        #    without any stored alert keep the caller's first_jd / last_jd / n_detections)
-        for part in _chunks(summary_objects):
-            agg = (
-                select(
-                    a_t.c.object_id,
-                    func.count().label("n"),
-                    func.min(a_t.c.jd).label("first"),
-                    func.max(a_t.c.jd).label("last"),
-                )
-                .where(a_t.c.object_id.in_(list(part)))
-                .group_by(a_t.c.object_id)
-            )
-            summary = conn.execute(agg).all()
-            if summary:
-                n, first, last = bindparam("n"), bindparam("first"), bindparam("last")
-                res = conn.execute(
-                    update(o_t)
-                    .where(
-                        o_t.c.object_id == bindparam("oid"),
-                        or_(
-                            o_t.c.n_detections.is_distinct_from(n),
-                            o_t.c.first_jd.is_distinct_from(first),
-                            o_t.c.last_jd.is_distinct_from(last),
-                        ),
-                    )
-                    .values(
-                        n_detections=n,
-                        first_jd=first,
-                        last_jd=last,
-                        revision=o_t.c.revision + 1,
-                        updated_at=now,
-                    ),
-                    [{"oid": r[0], "n": r[1], "first": r[2], "last": r[3]} for r in summary],
-                )
-                if res.rowcount:
-                    touched.update(r[0] for r in summary)
-        # 4. fingerprints
-        n_fp = 0
-        if fp_rows:
+                index_elements=[l_t.c.object_id],
+                set_={"data": ins.excluded.data, "n_detections": ins.excluded.n_detections,
+                      "n_upper_limits": ins.excluded.n_upper_limits},
+                where=l_t.c.data != ins.excluded.data,
+            ).returning(l_t.c.object_id)  # fmt: skip
+            changed: set[str] = set()
+            for part in _chunks(rows.histories):
+                changed.update(k for (k,) in conn.execute(stmt, list(part)))
+            bump = sorted(changed - touched)  # a new light curve is a new revision of its object
+            if bump:
+                conn.execute(
+                    update(o_t).where(o_t.c.object_id == bindparam("oid"))
+                    .values(revision=o_t.c.revision + 1, updated_at=rows.now),
+                    [{"oid": k} for k in bump],
+                )  # fmt: skip
+            touched |= changed
+        n_fp = skipped = 0
+        if rows.fingerprints:
+            ids = [r["object_id"] for r in rows.fingerprints]
+            current = self._revisions(conn, ids)
+            values = []
+            for r in rows.fingerprints:
+                rev = current.get(r["object_id"])
+                if expected is not None and (rev is None or rev != expected.get(r["object_id"])):
+                    skipped += 1
+                    continue
+                values.append(r | {"source_revision": rev})
             ins = self._insert(f_t)
+            changing = ("vector", "dim", "label", "probabilities", "anomaly_score", "source_revision")
             stmt = ins.on_conflict_do_update(
                 index_elements=[f_t.c.object_id, f_t.c.model_version],
-                set_={
-                    "vector": ins.excluded.vector,
-                    "dim": ins.excluded.dim,
-                    "revision": f_t.c.revision + 1,
-                    "updated_at": ins.excluded.updated_at,
-                },
-                where=f_t.c.vector.is_distinct_from(ins.excluded.vector),
+                set_={c: getattr(ins.excluded, c) for c in changing}
+                | {"revision": f_t.c.revision + 1, "updated_at": ins.excluded.updated_at},
             ).returning(f_t.c.id)
-            for part in _chunks(fp_rows):
+            for part in _chunks(values):
                 n_fp += len(conn.execute(stmt, list(part)).all())
-        return IngestResult(
-            new_alerts=len(new_keys),
-            duplicate_alerts=len(alert_rows) - len(new_keys),
-            new_upper_limits=n_ul,
-            objects_touched=len(touched),
-            fingerprints_written=n_fp,
-            new_alert_keys=new_keys,
-        )
+        return IngestResult(objects_touched=len(touched), fingerprints_written=n_fp, fingerprints_skipped=skipped)
 
-    def update_predictions(
-        self,
-        object_id: str,
-        *,
-        label: str | None = None,
-        probabilities: dict[str, float] | None = None,
-        anomaly_score: float | None = None,
-    ) -> bool:
-        """Set the predicted fields of a stored object (``None`` keeps). Returns False when unknown."""
-        values: dict[str, Any] = {"revision": ObjectRecord.revision + 1, "updated_at": utcnow()}
-        if label is not None:
-            values["label"] = label
-        if probabilities is not None:
-            values["probabilities"] = {k: float(v) for k, v in probabilities.items()}
-        if anomaly_score is not None:
-            values["anomaly_score"] = float(anomaly_score)
+    def _upsert_objects(self, conn, values: list[dict[str, Any]]) -> set[str]:
+        """Insert or update object rows (``None`` keeps the stored value); only rows that really
+        change are written, and get a new revision. Returns the ids written."""
+        o_t = ObjectRecord.__table__
+        ins = self._insert(o_t)
+        ex = ins.excluded
+        new = {c: func.coalesce(getattr(ex, c), o_t.c[c])
+               for c in ("survey", "ra", "dec", "first_jd", "last_jd", "known_label")}  # fmt: skip
+        new["n_detections"] = func.coalesce(func.nullif(ex.n_detections, 0), o_t.c.n_detections)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[o_t.c.object_id],
+            set_={**new, "revision": o_t.c.revision + 1, "updated_at": ex.updated_at},
+            where=or_(*(v.is_distinct_from(o_t.c[c]) for c, v in new.items())),
+        ).returning(o_t.c.object_id)
+        out: set[str] = set()
+        for part in _chunks(values):
+            out.update(k for (k,) in conn.execute(stmt, list(part)))
+        return out
 
-        def run(conn) -> bool:
-            res = conn.execute(update(ObjectRecord).where(ObjectRecord.object_id == object_id).values(**values))
-            return res.rowcount > 0
-
-        return self._write(run)
+    def _revisions(self, conn, ids: Sequence[str]) -> dict[str, int]:
+        o = ObjectRecord.__table__.c
+        out: dict[str, int] = {}
+        for part in _chunks(list(ids)):
+            out.update(conn.execute(select(o.object_id, o.revision).where(o.object_id.in_(list(part)))).all())
+        return out
 
     def delete_object(self, object_id: str) -> bool:
-        """Delete an object with its alerts, limits and fingerprints. Returns False when unknown."""
+        """Delete an object with its light curve and fingerprints. Returns False when unknown."""
 
         def run(conn) -> bool:
-            for rec in (FingerprintRecord, AlertRecord, UpperLimitRecord):
+            self._hold(conn, [object_id])
+            for rec in (FingerprintRecord, LightCurveRecord):
                 conn.execute(rec.__table__.delete().where(rec.__table__.c.object_id == object_id))
             res = conn.execute(ObjectRecord.__table__.delete().where(ObjectRecord.object_id == object_id))
             return res.rowcount > 0
@@ -720,53 +547,55 @@ class Store:
 
     # ----------------------------------------------------------------- reads
     @staticmethod
-    def _state(r: ObjectRecord) -> ObjectState:
+    def _state(r, prediction=None) -> ObjectState:
+        label, probabilities, score = prediction if prediction is not None else (None, None, None)
         return ObjectState(
-            object_id=r.object_id,
-            survey=r.survey,
-            ra=r.ra,
-            dec=r.dec,
-            first_jd=r.first_jd,
-            last_jd=r.last_jd,
-            n_detections=r.n_detections,
-            label=r.label,
-            probabilities=dict(r.probabilities or {}),
-            anomaly_score=r.anomaly_score,
-            known_label=r.known_label,
-            updated_at=_aware(r.updated_at),
-        )
+            object_id=r.object_id, survey=r.survey, ra=r.ra, dec=r.dec, first_jd=r.first_jd, last_jd=r.last_jd,
+            n_detections=r.n_detections, label=label, probabilities=dict(probabilities or {}), anomaly_score=score,
+            known_label=r.known_label, updated_at=_aware(r.updated_at),
+        )  # fmt: skip
 
-    def get_object(self, object_id: str) -> ObjectState | None:
+    def _read_objects(self, conn, ids: Sequence[str]) -> dict[str, StoredObject]:
+        o_t, lc = ObjectRecord.__table__, LightCurveRecord.__table__.c
+        out: dict[str, StoredObject] = {}
+        for part in _chunks(list(ids)):
+            for r in conn.execute(select(o_t).where(o_t.c.object_id.in_(list(part)))):
+                out[r.object_id] = StoredObject(self._state(r), None, r.revision)
+            for oid, data in conn.execute(select(lc.object_id, lc.data).where(lc.object_id.in_(list(part)))):
+                out[oid].history = History.from_bytes(data)
+        return out
+
+    def read_objects(self, object_ids: Iterable[str]) -> dict[str, StoredObject]:
+        """Rows, light curves and revisions of the stored objects among ``object_ids`` (one snapshot)."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(ObjectRecord.__table__).where(ObjectRecord.object_id == object_id)).first()
-        return None if row is None else self._state(row)
+            return self._read_objects(conn, list(dict.fromkeys(object_ids)))
 
-    def get_objects(self, object_ids: Iterable[str]) -> dict[str, ObjectState]:
+    def get_object(self, object_id: str, model_version: str | None = None) -> ObjectState | None:
+        """An object's row with the predictions of ``model_version`` (none when not given)."""
+        return self.get_objects([object_id], model_version).get(object_id)
+
+    def get_objects(self, object_ids: Iterable[str], model_version: str | None = None) -> dict[str, ObjectState]:
         """Bulk :meth:`get_object` (unknown ids are absent from the result)."""
         ids = list(dict.fromkeys(object_ids))
+        o_t, f = ObjectRecord.__table__, FingerprintRecord.__table__.c
         out: dict[str, ObjectState] = {}
         with self.engine.connect() as conn:
             for part in _chunks(ids):
-                q = select(ObjectRecord.__table__).where(ObjectRecord.object_id.in_(list(part)))
-                out.update((r.object_id, self._state(r)) for r in conn.execute(q))
+                rows = {r.object_id: r for r in conn.execute(select(o_t).where(o_t.c.object_id.in_(list(part))))}
+                preds: dict[str, tuple] = {}
+                if model_version is not None and rows:
+                    q = select(f.object_id, f.label, f.probabilities, f.anomaly_score).where(
+                        f.model_version == model_version, f.object_id.in_(list(rows))
+                    )
+                    preds = {r[0]: tuple(r[1:]) for r in conn.execute(q)}
+                out.update((k, self._state(r, preds.get(k))) for k, r in rows.items())
         return out
 
-    def get_alerts(self, object_id: str) -> list[AlertRow]:
-        """Alerts of an object ordered by jd, band."""
-        a = AlertRecord.__table__.c
-        q = (
-            select(a.alert_key, a.object_id, a.jd, a.band, a.mag, a.mag_err, a.flux, a.flux_err, a.meta)
-            .where(a.object_id == object_id)
-            .order_by(a.jd, a.band, a.id)
-        )
+    def get_history(self, object_id: str) -> History | None:
+        lc = LightCurveRecord.__table__.c
         with self.engine.connect() as conn:
-            return [AlertRow(*r) for r in conn.execute(q)]
-
-    def get_upper_limits(self, object_id: str) -> list[UpperLimitRow]:
-        u = UpperLimitRecord.__table__.c
-        q = select(u.object_id, u.jd, u.band, u.mag).where(u.object_id == object_id).order_by(u.jd, u.band)
-        with self.engine.connect() as conn:
-            return [UpperLimitRow(*r) for r in conn.execute(q)]
+            data = conn.scalar(select(lc.data).where(lc.object_id == object_id))
+        return None if data is None else History.from_bytes(data)
 
     def get_fingerprint(self, object_id: str, model_version: str) -> np.ndarray | None:
         q = select(FingerprintRecord.vector).where(
@@ -779,8 +608,9 @@ class Store:
     def scan_fingerprints(
         self, model_version: str, batch_size: int = 50_000, updated_since: datetime | None = None
     ) -> FingerprintScan:
-        """Streaming snapshot of the fingerprints of a version (only those written at or after
-        ``updated_since`` when given); ``.marker``/``.total`` describe the whole version."""
+        """Streaming snapshot of the fingerprints of a version (only those whose fingerprint or
+        object was written at or after ``updated_since`` when given); ``.marker``/``.total``
+        describe the whole version."""
         return FingerprintScan(self, model_version, batch_size, updated_since)
 
     def iter_fingerprints(self, model_version: str, batch_size: int = 50_000) -> Iterator[FingerprintBatch]:
@@ -800,41 +630,39 @@ class Store:
     def anomalies(
         self,
         *,
+        model_version: str,
         limit: int = 50,
         cursor: str | None = None,
         label: str | None = None,
         since_jd: float | None = None,
-        model_version: str | None = None,
     ) -> tuple[list[ObjectState], str | None]:
-        """Objects ranked by anomaly_score desc, object_id asc (objects without a score are left out).
+        """Objects ranked by the anomaly score of ``model_version`` desc, object_id asc (objects
+        without a score are left out).
 
         ``cursor`` is the opaque string returned by the previous page (None for the first);
         the second value is the next page's cursor, None on the last page. Keyset paging:
         pages never skip or repeat rows while the rows don't change. Filters: ``label``
-        (predicted class), ``since_jd`` (last_jd >= since_jd), ``model_version`` (objects that
-        have a fingerprint of that version).
+        (predicted class), ``since_jd`` (last_jd >= since_jd).
         """
         if limit <= 0:
             raise ValueError("limit must be positive")
-        o = ObjectRecord
-        q = select(ObjectRecord.__table__).where(o.anomaly_score.is_not(None))
+        o_t, f = ObjectRecord.__table__, FingerprintRecord.__table__.c
+        q = (
+            select(o_t, f.label.label("p_label"), f.probabilities.label("p_probs"), f.anomaly_score.label("p_score"))
+            .join_from(FingerprintRecord.__table__, o_t, f.object_id == o_t.c.object_id)
+            .where(f.model_version == model_version, f.anomaly_score.is_not(None))
+        )
         if label is not None:
-            q = q.where(o.label == label)
+            q = q.where(f.label == label)
         if since_jd is not None:
-            q = q.where(o.last_jd >= float(since_jd))
-        if model_version is not None:
-            q = q.where(
-                exists().where(
-                    FingerprintRecord.object_id == o.object_id, FingerprintRecord.model_version == model_version
-                )
-            )
+            q = q.where(o_t.c.last_jd >= float(since_jd))
         if cursor:
             score, oid = _decode_cursor(cursor)
-            q = q.where(or_(o.anomaly_score < score, and_(o.anomaly_score == score, o.object_id > oid)))
-        q = q.order_by(o.anomaly_score.desc(), o.object_id.asc()).limit(limit + 1)
+            q = q.where(or_(f.anomaly_score < score, and_(f.anomaly_score == score, f.object_id > oid)))
+        q = q.order_by(f.anomaly_score.desc(), f.object_id.asc()).limit(limit + 1)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        page = [self._state(r) for r in rows[:limit]]
+        page = [self._state(r, (r.p_label, r.p_probs, r.p_score)) for r in rows[:limit]]
         nxt = _encode_cursor(page[-1].anomaly_score, page[-1].object_id) if len(rows) > limit else None
         return page, nxt
 
@@ -845,7 +673,7 @@ class Store:
             select(func.count(), func.max(f.id), func.sum(f.revision)).where(f.model_version == model_version)
         ).one()
         on, orev = conn.execute(select(func.count(), func.sum(o.revision))).one()
-        marker = f"v1|{model_version}|fp:{n}:{max_id or 0}:{rev or 0}|obj:{on}:{orev or 0}"
+        marker = f"v2|{model_version}|fp:{n}:{max_id or 0}:{rev or 0}|obj:{on}:{orev or 0}"
         return marker, int(n)
 
     def state_marker(self, model_version: str) -> str:
@@ -853,7 +681,7 @@ class Store:
         with self.engine.connect() as conn:
             return self._marker_and_count(conn, model_version)[0]
 
-    # ----------------------------------------------------------------- models
+    # ----------------------------------------------------------------- model versions
     def register_model(
         self,
         version: str,
@@ -865,43 +693,24 @@ class Store:
         metrics: dict[str, Any] | None = None,
         active: bool = False,
     ) -> ModelInfo:
-        """Insert or update a model; ``active=True`` deactivates every other model."""
+        """Insert or update a model (a known model keeps its active flag unless ``active``);
+        ``active=True`` deactivates every other model."""
 
         def run(conn) -> None:
             m = ModelRecord.__table__
             ins = self._insert(m)
-            row = {
-                "version": version,
-                "path": str(path),
-                "sha256": sha256,
-                "dim": int(dim),
-                "class_names": list(class_names),
-                "metrics": metrics,
-                "registered_at": utcnow(),
-                "active": bool(active),
-            }
-            conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=[m.c.version],
-                    set_={k: getattr(ins.excluded, k) for k in ("path", "sha256", "dim", "class_names", "metrics")}
-                    | {"active": ins.excluded.active},
-                ),
-                [row],
-            )
+            row = {"version": version, "path": str(path), "sha256": sha256, "dim": int(dim),
+                   "class_names": list(class_names), "metrics": metrics, "registered_at": utcnow(),
+                   "active": bool(active)}  # fmt: skip
+            keep = {k: getattr(ins.excluded, k) for k in ("path", "sha256", "dim", "class_names", "metrics")}
+            if active:
+                keep["active"] = ins.excluded.active
+            conn.execute(ins.on_conflict_do_update(index_elements=[m.c.version], set_=keep), [row])
             if active:
                 conn.execute(update(m).where(m.c.version != version).values(active=False))
 
         self._write(run)
         return next(m for m in self.list_models() if m.version == version)
-
-    def set_active_model(self, version: str) -> None:
-        def run(conn) -> None:
-            m = ModelRecord.__table__
-            if conn.execute(update(m).where(m.c.version == version).values(active=True)).rowcount == 0:
-                raise KeyError(version)
-            conn.execute(update(m).where(m.c.version != version).values(active=False))
-
-        self._write(run)
 
     def list_models(self) -> list[ModelInfo]:
         """All registered models, newest first."""
@@ -911,5 +720,95 @@ class Store:
             rows = conn.execute(q.order_by(m.registered_at.desc(), m.version)).all()
         return [ModelInfo(*r[:6], _aware(r[6]), bool(r[7])) for r in rows]
 
+    def _active_version(self, conn) -> str | None:
+        m = ModelRecord.__table__.c
+        return conn.scalar(select(m.version).where(m.active.is_(True)))
+
+    def active_version(self) -> str | None:
+        """The version the service answers with (None before any model is registered as active)."""
+        with self.engine.connect() as conn:
+            return self._active_version(conn)
+
     def active_model(self) -> ModelInfo | None:
         return next((m for m in self.list_models() if m.active), None)
+
+    def fingerprint_counts(self) -> dict[str, int]:
+        """Fingerprints stored per model version."""
+        f = FingerprintRecord.__table__.c
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(f.model_version, func.count()).group_by(f.model_version)).all())
+
+    def _stale_query(self, model_version: str):
+        o, lc, f = ObjectRecord.__table__.c, LightCurveRecord.__table__.c, FingerprintRecord.__table__.c
+        return (
+            select(o.object_id)
+            .join_from(ObjectRecord.__table__, LightCurveRecord.__table__, lc.object_id == o.object_id)
+            .outerjoin(FingerprintRecord.__table__, and_(f.object_id == o.object_id, f.model_version == model_version))
+            .where(or_(f.id.is_(None), f.source_revision.is_distinct_from(o.revision)))
+        )
+
+    def count_stale(self, model_version: str) -> int:
+        """Objects with a light curve but no fingerprint of ``model_version`` computed from it as it is."""
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(self._stale_query(model_version).subquery())))
+
+    def stale_object_ids(self, model_version: str, *, after: str = "", limit: int = 1000) -> list[str]:
+        """The next ``limit`` stale objects (see :meth:`count_stale`) after ``after``, by object id."""
+        o = ObjectRecord.__table__.c
+        q = self._stale_query(model_version).where(o.object_id > after).order_by(o.object_id).limit(limit)
+        with self.engine.connect() as conn:
+            return list(conn.scalars(q))
+
+    def write_fingerprints(self, model_version: str, rows: Sequence[FingerprintRow], revisions: dict[str, int]
+                           ) -> IngestResult:  # fmt: skip
+        """Store fingerprints computed from the objects at ``revisions`` (what :meth:`read_objects`
+        returned); one whose object changed since is skipped (it is stale, and found again)."""
+        batch = _Rows(IngestBatch(model_version=model_version, fingerprints=rows))
+        batch.bare = []  # never create objects: a deleted object stays deleted
+
+        def run(conn) -> IngestResult:
+            self._hold(conn, [r["object_id"] for r in batch.fingerprints])
+            return self._apply(conn, batch, expected=revisions)
+
+        return self._write(run)
+
+    def activate(self, model_version: str,
+                 finish: Callable[[dict[str, StoredObject]], Sequence[FingerprintRow]] | None = None) -> int:  # fmt: skip
+        """Make ``model_version`` the active version, atomically. Ingest is held off meanwhile; the
+        objects still stale are handed to ``finish`` (which encodes them) and written first, so the
+        version is complete when it becomes active. Without ``finish`` a stale object refuses the
+        switch (:class:`StaleVersion`). Returns how many objects ``finish`` encoded."""
+
+        def run(conn) -> int:
+            self._hold(conn, [], version_lock="exclusive")
+            m = ModelRecord.__table__
+            if conn.scalar(select(func.count()).select_from(m).where(m.c.version == model_version)) == 0:
+                raise KeyError(model_version)
+            stale = list(conn.scalars(self._stale_query(model_version)))
+            if stale and finish is None:
+                raise StaleVersion(model_version, len(stale))
+            if stale:
+                stored = self._read_objects(conn, stale)
+                rows = _Rows(IngestBatch(model_version=model_version, fingerprints=finish(stored)))
+                rows.bare = []
+                res = self._apply(conn, rows, expected={k: v.revision for k, v in stored.items()})
+                if res.fingerprints_written != len(stale):
+                    raise RuntimeError(f"finish encoded {res.fingerprints_written} of {len(stale)} stale objects")
+            conn.execute(update(m).values(active=m.c.version == model_version))
+            return len(stale)
+
+        return self._write(run)
+
+    def drop_model(self, model_version: str) -> int:
+        """Delete a version that is not active with all its fingerprints; returns how many."""
+
+        def run(conn) -> int:
+            self._hold(conn, [], version_lock="exclusive")
+            m, f = ModelRecord.__table__, FingerprintRecord.__table__
+            if conn.scalar(select(m.c.active).where(m.c.version == model_version)):
+                raise ValueError(f"{model_version!r} is the active version; activate another first")
+            n = conn.execute(f.delete().where(f.c.model_version == model_version)).rowcount
+            conn.execute(m.delete().where(m.c.version == model_version))
+            return n
+
+        return self._write(run)

@@ -226,7 +226,7 @@ CASES = json_cases() + avro_cases()
 def _counts(client) -> tuple[int, int, int]:
     store = client.app.state.catalog.store
     with store.engine.connect() as conn:
-        alerts = conn.execute(text("SELECT COUNT(*) FROM alerts")).scalar_one()
+        alerts = conn.execute(text("SELECT COALESCE(SUM(n_detections), 0) FROM lightcurves")).scalar_one()
         objects = conn.execute(text("SELECT COUNT(*) FROM objects")).scalar_one()
     return objects, alerts, client.get("/readyz").json()["objects"]
 
@@ -411,8 +411,16 @@ def test_api_key_guards_every_write_and_only_writes(make_settings, tmp_path):
     with TestClient(create_app(settings)) as c:
         spec = c.get("/openapi.json").json()
         posts = [p for p, ops in spec["paths"].items() if "post" in ops]
-        assert not [p for p, ops in spec["paths"].items() if {"put", "patch", "delete"} & set(ops)]
-        assert set(posts) == {"/v1/alerts", "/v1/fingerprints", "/v1/classify", "/v1/search"}
+        assert not [p for p, ops in spec["paths"].items() if {"put", "patch"} & set(ops)]
+        assert [p for p, ops in spec["paths"].items() if "delete" in ops] == ["/v1/models/{version}"]
+        assert set(posts) == {"/v1/alerts", "/v1/fingerprints", "/v1/classify", "/v1/search",
+                              "/v1/models/{version}/activate"}  # fmt: skip
+        version = c.get("/v1/models").json()["models"][0]["version"]
+        for method, path in (("post", f"/v1/models/{version}/activate"), ("delete", f"/v1/models/{version}")):
+            for headers in ({}, {"X-API-Key": "wrong"}):
+                r = getattr(c, method)(path, headers=headers)
+                assert r.status_code == 401, (method, path, r.text)
+        assert c.get("/v1/models").json()["models"][0]["active"]
         new = synth_lightcurves(1, seed=9191)[0]
         body = as_json([new])
         for wrong in (None, "", "wrong", key[:-1], key + "x", key.upper(), " ", "\t", "k 3y-" + "x" * 40):
@@ -425,7 +433,7 @@ def test_api_key_guards_every_write_and_only_writes(make_settings, tmp_path):
         # the reads work without a key, and none of them writes
         before = _counts(c)
         for path in posts:
-            if path == "/v1/alerts":
+            if path in ("/v1/alerts", "/v1/models/{version}/activate"):
                 continue
             payload = {"lightcurve": body["lightcurves"][0], "k": 3} if path == "/v1/search" else body
             assert c.post(path, json=payload).status_code == 200, path

@@ -108,8 +108,8 @@ def test_processes_share_one_database_without_losing_or_duplicating(postgres_url
         try:
             assert store.count_objects() == len(expected)
             for oid, keys in expected.items():
-                alerts = store.get_alerts(oid)
-                stored = [(round(a.jd, 6), a.band) for a in alerts]
+                h = store.get_history(oid)
+                stored = [(round(t, 6), h.bands[b]) for t, b in zip(h.jd.tolist(), h.band.tolist(), strict=True)]
                 assert len(stored) == len(set(stored)), f"{oid}: duplicated alerts"
                 assert set(stored) == keys, f"{oid}: {len(keys - set(stored))} lost, {len(set(stored) - keys)} extra"
                 assert store.get_object(oid).n_detections == len(keys), oid

@@ -103,18 +103,21 @@ def _check_catalogue(url: str, expected: dict[str, set], at_most: dict[str, set]
 
 
 def _sql_counts(db: Path) -> tuple[int, int, int]:
+    """Objects, detections stored, and distinct (object, time, band) among them."""
     from sqlalchemy import text
 
+    from indexing.history import History
     from indexing.store import Store
 
     store = Store(f"sqlite:///{db}")
     try:
         with store.engine.connect() as conn:
             n_obj = conn.execute(text("SELECT COUNT(*) FROM objects")).scalar_one()
-            n_alerts = conn.execute(text("SELECT COUNT(*) FROM alerts")).scalar_one()
-            n_keys = conn.execute(text("SELECT COUNT(DISTINCT alert_key) FROM alerts")).scalar_one()
+            histories = [(oid, History.from_bytes(d)) for oid, d in conn.execute(text("SELECT object_id, data FROM lightcurves"))]
     finally:
         store.close()
+    n_alerts = sum(len(h) for _, h in histories)
+    n_keys = len({(oid, t, b) for oid, h in histories for t, b in zip(h.jd.tolist(), h.band.tolist(), strict=True)})
     return n_obj, n_alerts, n_keys
 
 

@@ -9,6 +9,7 @@ import json
 import threading
 import tracemalloc
 import uuid
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from encoder.lightcurve import MAX_POINTS, LightCurve
+from encoder.lightcurve import MAX_POINTS, LightCurve, njy_to_mag
 from encoder.readers import AlertFormatError, AvroLimitError, AvroLimits, read_alert_avro, write_ztf_avro
 from encoder.readers.avro_container import encode_long, raw_container
-from indexing.models import AlertRecord
+from indexing.models import LightCurveRecord
 
 JSON = {"Content-Type": "application/json"}
 AVRO = {"Content-Type": "avro/binary"}
@@ -127,13 +128,19 @@ _FUZZ_BASE = _ztf_container(3, detections=4, seed=5)
 
 # ---------------------------------------------------------------------------- the service
 def _alerts_in_sql(client) -> int:
+    """Detections stored in SQL, all objects together."""
     store = client.app.state.catalog.store
     with store.engine.connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(AlertRecord)))
+        return int(conn.scalar(select(func.coalesce(func.sum(LightCurveRecord.n_detections), 0))))
 
 
-def _stored_alerts(client, oid: str):
-    return client.app.state.catalog.store.get_alerts(oid)
+def _stored_alerts(client, oid: str) -> list[SimpleNamespace]:
+    """The stored detections of an object (jd, band, mag), by time."""
+    h = client.app.state.catalog.store.get_history(oid)
+    if h is None:
+        return []
+    mag = njy_to_mag(h.flux).tolist()
+    return [SimpleNamespace(jd=t, band=h.bands[b], mag=m) for t, b, m in zip(h.jd.tolist(), h.band.tolist(), mag, strict=True)]
 
 
 def test_hostile_avro_bodies_are_refused_without_decoding(client):

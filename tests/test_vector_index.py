@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from indexing.persistence import IndexLoadError, load_index, save_index
-from indexing.store import ObjectState, Store
+from indexing.store import FingerprintRow, IngestBatch, ObjectState, Store
 from indexing.sync import load_or_rebuild
 from indexing.vector_index import IndexConfig, VectorIndex, normalize
 
@@ -257,8 +257,9 @@ def test_persistence_roundtrip(tmp_path, kind):
 
 def _fill_store(store: Store, n: int, seed: int = 0) -> np.ndarray:
     x = clustered(n, dim=DIM, seed=seed)
-    objs = [ObjectState(f"o{i}", label=CLASSES[i % 4], anomaly_score=i / n, last_jd=float(i)) for i in range(n)]
-    store.ingest(objs, [], {f"o{i}": x[i] for i in range(n)}, "m1")
+    objs = [ObjectState(f"o{i}", last_jd=float(i)) for i in range(n)]
+    fps = [FingerprintRow(f"o{i}", x[i], CLASSES[i % 4], None, i / n) for i in range(n)]
+    store.write(IngestBatch(objs, model_version="m1", fingerprints=fps))
     return x
 
 
@@ -279,7 +280,7 @@ def test_load_or_rebuild_detects_missing_corrupt_stale(tmp_path):
     vi2, rep = load_or_rebuild(store, d, "m1", progress=False)
     assert not rep.rebuilt and len(vi2) == 600
     # stale: SQL changed
-    store.ingest([ObjectState("o1", anomaly_score=0.99)], [])
+    store.write(IngestBatch(model_version="m1", fingerprints=[FingerprintRow("o1", x[1], CLASSES[1], None, 0.99)]))
     vi3, rep = load_or_rebuild(store, d, "m1", progress=False)
     assert rep.rebuilt and "stale" in rep.reason and vi3.get_attributes("o1")["anomaly_score"] == 0.99
     # corrupt index file

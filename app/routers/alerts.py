@@ -13,7 +13,9 @@ router = APIRouter(prefix="/v1", tags=["ingest"])
 
 @router.post("/alerts", response_model=IngestResponse, dependencies=[Depends(require_api_key)],
              openapi_extra=LIGHTCURVE_BODY, responses=errors(401, 413, 415, 422))  # fmt: skip
-async def ingest_alerts(request: Request, catalog: CatalogDep, lcs: LightCurvesDep, offload: OffloadDep) -> IngestResponse:
+async def ingest_alerts(
+    request: Request, catalog: CatalogDep, lcs: LightCurvesDep, offload: OffloadDep
+) -> IngestResponse:
     """Store the detections and upper limits, then re-encode each object on its whole history:
     fingerprint, index entry, class probabilities and anomaly score are updated. Posting the
     same alerts again stores nothing new. The response comes after the SQL commit."""

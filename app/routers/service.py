@@ -1,31 +1,77 @@
-"""GET /v1/models, /healthz, /readyz and /metrics (Prometheus)."""
+"""GET /v1/models (+ activate, drop), /healthz, /readyz and /metrics (Prometheus)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from app.deps import CatalogDep
-from app.schemas import ModelOut, ModelsResponse
+from app.catalog import Catalog
+from app.deps import CatalogDep, OffloadDep, require_api_key
+from app.routers._docs import errors
+from app.schemas import DroppedModel, ModelOut, ModelsResponse
+from indexing.store import StaleVersion
 
 router = APIRouter(tags=["service"])
+Version = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
+                              description="a model version, as GET /v1/models lists it")]  # fmt: skip
+
+
+def _models(catalog: Catalog) -> ModelsResponse:
+    counts, active = catalog.store.fingerprint_counts(), catalog.version
+    out = []
+    for m in catalog.store.list_models():
+        serving = m.version == active
+        out.append(ModelOut(
+            version=m.version, dim=m.dim, active=serving, fingerprints=counts.get(m.version, 0),
+            stale=catalog.store.count_stale(m.version), path=m.path, metrics=m.metrics,
+            precision=catalog.encoder.precision if serving else None,
+            coarse_classes=catalog.encoder.coarse_classes if serving else list(m.class_names),
+            fine_classes=catalog.encoder.fine_classes if serving else [],
+        ))  # fmt: skip
+    return ModelsResponse(objects=catalog.store.count_objects(), models=out)
 
 
 @router.get("/v1/models", response_model=ModelsResponse)
 def models(catalog: CatalogDep) -> ModelsResponse:
-    """Registered checkpoints; the active one serves every request."""
-    out = []
-    for m in catalog.store.list_models():
-        active = m.version == catalog.version
-        out.append(ModelOut(
-            version=m.version, dim=m.dim, active=active, metrics=m.metrics,
-            precision=catalog.encoder.precision if active else None,
-            coarse_classes=catalog.encoder.coarse_classes if active else list(m.class_names),
-            fine_classes=catalog.encoder.fine_classes if active else [],
-        ))  # fmt: skip
-    return ModelsResponse(models=out)
+    """Registered model versions with their counts; the active one serves every request.
+    `rtf-reencode --checkpoint FILE` writes a version's fingerprints beside the active ones."""
+    return _models(catalog)
+
+
+@router.post("/v1/models/{version}/activate", response_model=ModelsResponse,
+             dependencies=[Depends(require_api_key)], responses={**errors(401, 422),
+             404: {"description": "no such version"},
+             409: {"description": "the version is not complete: run rtf-reencode first"}})  # fmt: skip
+async def activate(version: Version, catalog: CatalogDep, offload: OffloadDep) -> ModelsResponse:
+    """Switch every answer to a complete version, atomically (its checkpoint is loaded and its
+    index built while the current version keeps answering). Other processes follow at their sync."""
+    try:
+        await offload.run(catalog.store.activate, version)
+    except KeyError:
+        raise HTTPException(404, f"unknown model version {version!r}") from None
+    except StaleVersion as exc:
+        raise HTTPException(409, f"{exc}: run rtf-reencode --checkpoint <its checkpoint> --activate") from None
+    await offload.run(catalog.switch_model, version)
+    return _models(catalog)
+
+
+@router.delete("/v1/models/{version}", response_model=DroppedModel, dependencies=[Depends(require_api_key)],
+               responses={**errors(401, 422), 404: {"description": "no such version"},
+                          409: {"description": "the active version cannot be dropped"}})  # fmt: skip
+def drop(version: Version, catalog: CatalogDep) -> DroppedModel:
+    """Delete a version that is not active, with all its fingerprints and predictions."""
+    if version not in {m.version for m in catalog.store.list_models()}:
+        raise HTTPException(404, f"unknown model version {version!r}")
+    if version == catalog.version:
+        raise HTTPException(409, f"{version!r} is the active version; activate another first")
+    try:
+        return DroppedModel(version=version, fingerprints_deleted=catalog.store.drop_model(version))
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
 
 
 @router.get("/healthz")
@@ -45,7 +91,15 @@ def readyz(request: Request) -> JSONResponse:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error means not ready
         return JSONResponse({"status": "database unavailable", "error": type(exc).__name__}, status_code=503)
-    return JSONResponse({"status": "ready", "model": catalog.version, "objects": len(catalog.index)})
+    body = {"status": "ready", "model": catalog.version, "objects": len(catalog.index)}
+    if catalog.configured is not None:  # started with a checkpoint that is not the active version
+        c = catalog.configured
+        body["pending_model"] = {
+            "version": c.version, "checkpoint": c.path,
+            "fingerprints": catalog.store.fingerprint_counts().get(c.version, 0),
+            "note": f"serving {catalog.version}; to switch, run: rtf-reencode --checkpoint {c.path} --activate",
+        }  # fmt: skip
+    return JSONResponse(body)
 
 
 @router.get("/metrics", response_class=Response)
