@@ -138,8 +138,9 @@ class Catalog:
         return cls(settings, encoder, store, index, report, configured)
 
     @staticmethod
-    def _encoder(settings: Settings, ckpt) -> Encoder:
-        return Encoder(ckpt, threads=settings.threads, precision=settings.precision, cache_dir=settings.cache_dir)
+    def _encoder(settings: Settings, ckpt, precision: str | None = None) -> Encoder:
+        return Encoder(ckpt, threads=settings.threads, precision=precision or settings.precision,
+                       cache_dir=settings.cache_dir)  # fmt: skip
 
     @staticmethod
     def _index(settings: Settings, store: Store, encoder: Encoder) -> tuple[VectorIndex, LoadReport]:
@@ -157,7 +158,8 @@ class Catalog:
         info = next((m for m in self.store.list_models() if m.version == version), None)
         if info is None:
             raise KeyError(version)
-        encoder = self._encoder(self.settings, _load_registered(info, self.configured))
+        # the precision measured for the current version: no second calibration while serving
+        encoder = self._encoder(self.settings, _load_registered(info, self.configured), self.encoder.precision)
         with self._ingest_lock:  # no ingest of the old version in between; reads go on
             self._save_index_locked()
             with self._sync_lock:

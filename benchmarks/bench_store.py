@@ -51,10 +51,10 @@ def bench_ingest(url: str, name: str, a) -> None:
         for batch in batches(a.objects, a.alerts_per_object, a.batch, a.dim):
             store.write(batch)
         dt = time.perf_counter() - t
-        rows = n_alerts + 2 * a.objects
         print(
-            f"{name:10s} ingest {label:9s}: {a.objects} objects, {n_alerts} alerts, {a.objects} fingerprints "
-            f"in {dt:.1f}s = {n_alerts / dt:,.0f} alerts/s, {rows / dt:,.0f} rows/s (batch {a.batch} objects)",
+            f"{name:10s} write {label:9s}: {a.objects} objects ({n_alerts} detections) with their light curves and "
+            f"fingerprints in {dt:.2f}s = {a.objects / dt:,.0f} objects/s, {n_alerts / dt:,.0f} detections/s, "
+            f"{3 * a.objects / dt:,.0f} rows/s (batch {a.batch} objects)",
             flush=True,
         )
     store.close()
