@@ -31,7 +31,7 @@ from app.catalog import stored_lightcurve, top_label
 from encoder.checkpoint import load_checkpoint
 from encoder.inference import Encoder
 from indexing.persistence import file_sha256
-from indexing.store import FingerprintRow, StaleVersion, Store, StoredObject
+from indexing.store import FingerprintRow, Store, StoredObject
 
 log = logging.getLogger("rtf.reencode")
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             r = reencode(store, encoder, batch_size=a.batch_size, activate=a.activate, progress=not a.no_progress)
             state = "active" if r.activated else f"not active (active: {store.active_version()})"
             print(f"{r.version}: {r.encoded} fingerprints written in {r.passes} passes, {r.seconds:.1f} s; {state}")
-    except (KeyError, ValueError, StaleVersion) as exc:
+    except (KeyError, ValueError, RuntimeError) as exc:  # StaleVersion is a RuntimeError
         print(f"rtf-reencode: {exc}", file=sys.stderr)
         return 2
     finally:

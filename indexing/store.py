@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import and_, bindparam, create_engine, event, func, or_, select, text, update
+from sqlalchemy import Text, and_, bindparam, cast, create_engine, event, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -128,7 +128,7 @@ class IngestBatch:
 @dataclass(slots=True)
 class IngestResult:
     objects_touched: int  # objects inserted or whose row or light curve changed
-    fingerprints_written: int  # fingerprints inserted or changed
+    fingerprints_written: int  # fingerprints inserted or changed (an identical one is not rewritten)
     fingerprints_skipped: int = 0  # (write_fingerprints) objects that changed since they were read
 
 
@@ -498,10 +498,15 @@ class Store:
                 values.append(r | {"source_revision": rev})
             ins = self._insert(f_t)
             changing = ("vector", "dim", "label", "probabilities", "anomaly_score", "source_revision")
+            # only fingerprints that really change are written (and get a new revision); JSON has no
+            # equality in PostgreSQL, so the probabilities compare as text
+            differs = [cast(f_t.c[c], Text).is_distinct_from(cast(ins.excluded[c], Text)) if c == "probabilities"
+                       else f_t.c[c].is_distinct_from(ins.excluded[c]) for c in changing]  # fmt: skip
             stmt = ins.on_conflict_do_update(
                 index_elements=[f_t.c.object_id, f_t.c.model_version],
                 set_={c: getattr(ins.excluded, c) for c in changing}
                 | {"revision": f_t.c.revision + 1, "updated_at": ins.excluded.updated_at},
+                where=or_(*differs),
             ).returning(f_t.c.id)
             for part in _chunks(values):
                 n_fp += len(conn.execute(stmt, list(part)).all())

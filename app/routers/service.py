@@ -96,7 +96,7 @@ def readyz(request: Request) -> JSONResponse:
         c = catalog.configured
         body["pending_model"] = {
             "version": c.version, "checkpoint": c.path,
-            "fingerprints": catalog.store.fingerprint_counts().get(c.version, 0),
+            "fingerprints": catalog.store.count_fingerprints(c.version),
             "note": f"serving {catalog.version}; to switch, run: rtf-reencode --checkpoint {c.path} --activate",
         }  # fmt: skip
     return JSONResponse(body)
