@@ -1,4 +1,4 @@
-"""``rtf-reencode``: give the stored catalogue the fingerprints of another model version.
+"""rtf-reencode: give the stored catalogue the fingerprints of another model version.
 
     rtf-reencode --checkpoint runs/mine/model.pt             # write the new version beside the old
     rtf-reencode --checkpoint runs/mine/model.pt --activate  # ... then switch the service to it

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -123,3 +124,19 @@ class ModelRecord(Base):
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class DeadLetterRecord(Base):
+    """A stream message that could not be ingested, with why; (source, partition, offset) is unique,
+    so a message replayed after a crash is recorded once."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (UniqueConstraint("source", "partition", "offset"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(256))  # the Kafka topic
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    error: Mapped[str] = mapped_column(String(2000))
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)  # the message, up to DEAD_LETTER_PAYLOAD_MAX bytes
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

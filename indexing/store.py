@@ -46,6 +46,7 @@ from sqlalchemy.exc import DBAPIError
 from indexing.history import History
 from indexing.models import (
     OBJECT_ID_MAX,
+    DeadLetterRecord,
     FingerprintRecord,
     LightCurveRecord,
     ModelRecord,
@@ -54,6 +55,8 @@ from indexing.models import (
 )
 
 __all__ = [
+    "DEAD_LETTER_PAYLOAD_MAX",
+    "DeadLetter",
     "FingerprintBatch",
     "FingerprintRow",
     "FingerprintScan",
@@ -157,6 +160,22 @@ class FingerprintBatch:
     anomaly_score: np.ndarray  # (n,) float64
     last_jd: np.ndarray  # (n,) float64
     n_detections: np.ndarray  # (n,) int64
+
+
+#: Bytes of a dead letter's message that are kept (enough to inspect a packet; the rest is dropped).
+DEAD_LETTER_PAYLOAD_MAX = 1 << 20
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A stream message that could not be ingested: where it came from, why, and its bytes."""
+
+    source: str
+    partition: int
+    offset: int
+    error: str
+    payload: bytes | None = None
+    received_at: datetime | None = None  # output only
 
 
 class StaleVersion(RuntimeError):
@@ -817,3 +836,30 @@ class Store:
             return n
 
         return self._write(run)
+
+    # ----------------------------------------------------------------- dead letters
+    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> int:
+        """Record messages that could not be ingested (one per source, partition and offset:
+        a replayed message is not recorded twice). Returns how many were new."""
+        if not letters:
+            return 0
+        t = DeadLetterRecord.__table__
+        now = utcnow()
+        rows = [{"source": d.source[:256], "partition": int(d.partition), "offset": int(d.offset),
+                 "error": d.error[:2000], "received_at": now,
+                 "payload": None if d.payload is None else bytes(d.payload[:DEAD_LETTER_PAYLOAD_MAX])}
+                for d in letters]  # fmt: skip
+        stmt = self._insert(t).on_conflict_do_nothing(index_elements=[t.c.source, t.c.partition, t.c.offset])
+        stmt = stmt.returning(t.c.id)
+        return self._write(lambda conn: sum(len(conn.execute(stmt, list(part)).all()) for part in _chunks(rows)))
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The most recent dead letters, newest first."""
+        t = DeadLetterRecord.__table__.c
+        q = select(t.source, t.partition, t.offset, t.error, t.payload, t.received_at).order_by(t.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [DeadLetter(*r[:5], _aware(r[5])) for r in conn.execute(q)]
+
+    def count_dead_letters(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(DeadLetterRecord)))

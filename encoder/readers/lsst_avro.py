@@ -40,7 +40,7 @@ from ._common import (
     write_avro,
 )
 
-__all__ = ["LSST_ALERT_SCHEMA", "iter_lsst_alerts", "lsst_packet_to_lightcurve", "read_lsst_avro", "write_lsst_avro"]
+__all__ = ["LSST_ALERT_SCHEMA", "iter_lsst_alerts", "lsst_packet", "lsst_packet_to_lightcurve", "read_lsst_avro", "write_lsst_avro"]
 
 CUTOUT_FIELDS: dict[str, str] = {
     "science": "cutoutScience",
@@ -178,7 +178,7 @@ LSST_ALERT_SCHEMA: dict = {
 }
 
 
-def _lsst_packet(lc: LightCurve) -> dict[str, Any]:
+def lsst_packet(lc: LightCurve) -> dict[str, Any]:
     if lc.survey != "lsst":
         raise ValueError(f"{lc.object_id}: only LSST light curves can be written as LSST alerts")
     try:
@@ -223,7 +223,7 @@ def write_lsst_avro(lcs: Iterable[LightCurve], dest: str | Path | BinaryIO, *, c
     def packets() -> Iterator[dict[str, Any]]:
         nonlocal count
         for lc in lcs:
-            yield _lsst_packet(lc)
+            yield lsst_packet(lc)
             count += 1
 
     write_avro(dest, LSST_ALERT_SCHEMA, packets(), codec=codec)
