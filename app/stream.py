@@ -78,8 +78,8 @@ class StreamStats:
 
 
 class StreamConsumer:
-    """A consumer thread decodes micro-batches into a bounded queue; the calling thread ingests
-    them and commits their offsets after the SQL commit."""
+    """The Kafka thread fetches and decodes micro-batches into a bounded queue; the calling thread
+    ingests them and hands their offsets back to the Kafka thread, which commits them."""
 
     def __init__(self, config: StreamConfig, catalog: Catalog) -> None:
         from confluent_kafka import Consumer, Producer
@@ -88,10 +88,10 @@ class StreamConsumer:
         self.schemas = (SchemaSource(config.schema_registry, config.schema_dir)
                         if config.schema_registry or config.schema_dir else None)  # fmt: skip
         base = {"bootstrap.servers": config.bootstrap_servers} | config.kafka
-        self.consumer = Consumer(base | {
-            "group.id": config.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "enable.partition.eof": False, "queued.max.messages.kbytes": 65536,  # bounded prefetch
-        } | {k: v for k, v in config.kafka.items()})  # fmt: skip
+        defaults = {"auto.offset.reset": "earliest", "queued.max.messages.kbytes": 65536}  # bounded prefetch
+        # not overridable: offsets are committed by this class, after the SQL commit, and nothing else
+        fixed = {"group.id": config.group_id, "enable.auto.commit": False, "enable.partition.eof": False}
+        self.consumer = Consumer(base | defaults | config.kafka | fixed)
         self.producer = Producer(base) if config.output_topic else None
         self.stats = StreamStats()
         self._queue: queue.Queue[_Batch] = queue.Queue(maxsize=max(1, config.buffered))
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         s = consumer.run(a.max_messages)
     finally:
         catalog.close()
-    log.info("stopped: %d messages, %d new alerts, %d objects, %d dead letters", s.messages, s.alerts, s.objects,
+    log.info("stopped: %d messages, %d new alerts, %d object updates, %d dead letters", s.messages, s.alerts, s.objects,
              s.dead_letters)  # fmt: skip
     return 0
 

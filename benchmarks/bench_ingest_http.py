@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
+from _service import running_service
 
 
 def load(a) -> list:
@@ -52,46 +47,21 @@ def encoder_rate(lcs: list, batch: int, threads: int) -> float:
     return len(lcs) / (time.perf_counter() - t0)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_rate(bodies: list[bytes], warm: bytes, n: int, url_db: str, tmp: Path, clients: int) -> float:
-    port = free_port()
-    env = os.environ | {"RTF_DATABASE_URL": url_db, "RTF_INDEX_DIR": str(tmp / "index"), "RTF_DEMO": "0",
-                        "RTF_SYNC_INTERVAL": "0", "RTF_MAX_BODY_BYTES": str(64 * 2**20)}  # fmt: skip
-    with open(tmp / "server.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "app.server", "--port", str(port), "--log-level", "warning"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"the service did not start: see {tmp / 'server.log'}")
-                time.sleep(0.5)
-            headers = {"Content-Type": "application/json"}
-            with httpx.Client(timeout=600) as http:
+    env = {"RTF_DATABASE_URL": url_db, "RTF_INDEX_DIR": str(tmp / "index"), "RTF_DEMO": "0",
+           "RTF_SYNC_INTERVAL": "0", "RTF_MAX_BODY_BYTES": str(64 * 2**20)}  # fmt: skip
+    headers = {"Content-Type": "application/json"}
+    with running_service(env, tmp / "server.log") as base, httpx.Client(timeout=600) as http:
 
-                def post(body: bytes) -> None:
-                    r = http.post(base + "/v1/alerts", content=body, headers=headers)
-                    r.raise_for_status()
+        def post(body: bytes) -> None:
+            r = http.post(base + "/v1/alerts", content=body, headers=headers)
+            r.raise_for_status()
 
-                post(warm)  # warm-up: an object that is not in the timed bodies
-                t0 = time.perf_counter()
-                with ThreadPoolExecutor(clients) as pool:
-                    list(pool.map(post, bodies))
-                return n / (time.perf_counter() - t0)
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        post(warm)  # warm-up: an object that is not in the timed bodies
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(post, bodies))
+        return n / (time.perf_counter() - t0)
 
 
 def main() -> None:

@@ -16,10 +16,8 @@ after, with the version that answered.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,9 +27,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _service import ROOT, running_service
 from tqdm import tqdm
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(db: Path, n: int) -> list[str]:
@@ -47,12 +44,6 @@ def build(db: Path, n: int) -> list[str]:
     finally:
         catalog.close()
     return [lc.object_id for lc in lcs]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -79,65 +70,47 @@ def main() -> None:
     ckpt = run / "other.pt"
     other = jittered_checkpoint(ckpt, scale=0.02, seed=3)
     url = f"sqlite:///{run / 'rtf.db'}"
-    port = free_port()
-    env = os.environ | {"RTF_DATABASE_URL": url, "RTF_INDEX_DIR": str(run / "index"), "RTF_SYNC_INTERVAL": "2"}
-    with open(run / "server.log", "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "app.server", "--port", str(port), "--log-level", "warning"],
-                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 600
-            while True:
-                try:
-                    if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"the service did not start: see {run / 'server.log'}")
-                time.sleep(1)
-            print(f"{len(ids)} objects; service ready on {httpx.get(base + '/readyz').json()['model']}")
-            phase = ["before"]
-            samples: dict[str, list[float]] = {"before": [], "during": [], "after": []}
-            errors: dict[str, int] = {"before": 0, "during": 0, "after": 0}
-            served: dict[str, set] = {"before": set(), "during": set(), "after": set()}
-            stop = threading.Event()
+    env = {"RTF_DATABASE_URL": url, "RTF_INDEX_DIR": str(run / "index"), "RTF_SYNC_INTERVAL": "2"}
+    with running_service(env, run / "server.log") as base:
+        print(f"{len(ids)} objects; service ready on {httpx.get(base + '/readyz').json()['model']}")
+        phase = ["before"]
+        samples: dict[str, list[float]] = {"before": [], "during": [], "after": []}
+        errors: dict[str, int] = {"before": 0, "during": 0, "after": 0}
+        served: dict[str, set] = {"before": set(), "during": set(), "after": set()}
+        stop = threading.Event()
 
-            def query() -> None:
-                rng = random.Random(0)
-                with httpx.Client(base_url=base, timeout=30) as http:
-                    while not stop.is_set():
-                        t0 = time.perf_counter()
-                        try:
-                            r = http.get(f"/v1/objects/{rng.choice(ids)}/neighbors", params={"k": 10})
-                            ok = r.status_code == 200 and len(r.json()["neighbors"]) == 10
-                            if ok:
-                                served[phase[0]].add(r.json()["model"])
-                        except httpx.HTTPError:
-                            ok = False
-                        dt = time.perf_counter() - t0
-                        samples[phase[0]].append(dt)
-                        errors[phase[0]] += not ok
-                        stop.wait(max(0.0, 1 / a.qps - dt))
+        def query() -> None:
+            rng = random.Random(0)
+            with httpx.Client(base_url=base, timeout=30) as http:
+                while not stop.is_set():
+                    t0 = time.perf_counter()
+                    try:
+                        r = http.get(f"/v1/objects/{rng.choice(ids)}/neighbors", params={"k": 10})
+                        ok = r.status_code == 200 and len(r.json()["neighbors"]) == 10
+                        if ok:
+                            served[phase[0]].add(r.json()["model"])
+                    except httpx.HTTPError:
+                        ok = False
+                    dt = time.perf_counter() - t0
+                    samples[phase[0]].append(dt)
+                    errors[phase[0]] += not ok
+                    stop.wait(max(0.0, 1 / a.qps - dt))
 
-            client = threading.Thread(target=query, daemon=True)
-            client.start()
-            time.sleep(a.warm)
-            phase[0] = "during"
-            t0 = time.perf_counter()
-            out = subprocess.run([sys.executable, "-m", "app.reencode", "--checkpoint", str(ckpt), "--activate",
-                                  "--database-url", url, "--batch-size", str(a.batch_size), "--no-progress"],
-                                 cwd=ROOT, capture_output=True, text=True)  # fmt: skip
-            seconds = time.perf_counter() - t0
-            if out.returncode != 0:
-                raise RuntimeError(out.stderr[-3000:])
-            phase[0] = "after"
-            time.sleep(a.warm)
-            stop.set()
-            client.join(30)
-        finally:
-            server.terminate()
-            server.wait(60)
+        client = threading.Thread(target=query, daemon=True)
+        client.start()
+        time.sleep(a.warm)
+        phase[0] = "during"
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "app.reencode", "--checkpoint", str(ckpt), "--activate",
+                              "--database-url", url, "--batch-size", str(a.batch_size), "--no-progress"],
+                             cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+        seconds = time.perf_counter() - t0
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-3000:])
+        phase[0] = "after"
+        time.sleep(a.warm)
+        stop.set()
+        client.join(30)
     print(out.stdout.strip().splitlines()[-1])
     print(f"re-encode of {len(ids)} objects with --activate: {seconds:.0f} s ({len(ids) / seconds:.0f} objects/s)")
     for name, xs in samples.items():

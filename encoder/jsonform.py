@@ -34,6 +34,7 @@ from encoder.lightcurve import (
     STAMP_KINDS,
     LightCurve,
     LightCurveError,
+    mag_to_njy,
     magerr_to_njy,
 )
 from encoder.readers import meta_matrix
@@ -118,7 +119,7 @@ class LightCurveIn(BaseModel):
     def from_lightcurve(cls, lc: LightCurve, *, include_stamps: bool = False) -> LightCurveIn:
         """The JSON form of a light curve (magnitudes where the flux is positive, else flux)."""
         mag, mag_err = lc.mag, lc.mag_err
-        use_mag = lc.survey == "ztf" and _mag_form_round_trips(mag, mag_err)
+        use_mag = lc.survey == "ztf" and _mag_form_round_trips(mag, mag_err, lc.flux, lc.flux_err)
         dets = []
         for i in range(len(lc)):
             meta = None
@@ -143,12 +144,17 @@ class LightCurveIn(BaseModel):
         )  # fmt: skip
 
 
-def _mag_form_round_trips(mag: np.ndarray, mag_err: np.ndarray) -> bool:
+def _mag_form_round_trips(mag: np.ndarray, mag_err: np.ndarray, flux: np.ndarray, flux_err: np.ndarray) -> bool:
     """Whether magnitudes are a faithful form of these fluxes: positive fluxes whose magnitudes and
-    errors pass the posting checks and convert back to positive flux errors (else: flux form)."""
+    errors pass the posting checks and convert back to the same fluxes and flux errors (within
+    1e-9 relative; a subnormal magnitude error, e.g., keeps too few bits). Else: the flux form."""
     with np.errstate(all="ignore"):
         ok = np.isfinite(mag) & (mag >= MAG_RANGE[0]) & (mag <= MAG_RANGE[1]) & (mag_err > 0) & (mag_err <= 10.0)
-        return bool(ok.all()) and bool(np.all(magerr_to_njy(mag, mag_err) > 0))
+        if not ok.all():
+            return False
+        back, back_err = mag_to_njy(mag), magerr_to_njy(mag, mag_err)
+        return bool(np.all(back_err > 0) and np.allclose(back, flux, rtol=1e-9, atol=0)
+                    and np.allclose(back_err, flux_err, rtol=1e-9, atol=0))  # fmt: skip
 
 
 _META_NAMES = frozenset(META_FIELDS)

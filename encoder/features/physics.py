@@ -105,9 +105,11 @@ def _band_block(
         out[j : j + 2] = _PERIODOGRAM(t, m, e, fill_value=np.nan, sorted=True, check=False)
     j += 2
     if n >= 6:
+        # the fit sees the scaled fluxes rounded to float32: a non-linear fit of a pathological light
+        # curve answered differently to a one-ulp change of a float64 input (a JSON round trip)
         scale = float(np.max(np.abs(f)))
-        out[j : j + len(_BAZIN_NAMES)] = _BAZIN(t - t0, f / scale, fe / scale, fill_value=np.nan, sorted=True,
-                                                check=False)  # fmt: skip
+        f32, fe32 = (f / scale).astype(np.float32).astype(np.float64), (fe / scale).astype(np.float32).astype(np.float64)
+        out[j : j + len(_BAZIN_NAMES)] = _BAZIN(t - t0, f32, fe32, fill_value=np.nan, sorted=True, check=False)
 
 
 def _pairs(ta: np.ndarray, ma: np.ndarray, tb: np.ndarray, mb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, BinaryIO
 
 import fastavro
@@ -182,6 +183,19 @@ def min_encoded_size(schema: Any) -> int:
 
 
 # ---------------------------------------------------------------------- records
+@lru_cache(maxsize=64)
+def _checked_schema(raw: bytes) -> tuple[int, Any]:
+    """(smallest record size, parsed schema) of a container's schema text. Cached by the text: a
+    stream carries the same schema in every message, and parsing it cost more than the record."""
+    try:
+        schema = json.loads(raw)
+        return min_encoded_size(schema), fastavro.parse_schema(schema)
+    except AlertFormatError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, fastavro.schema.SchemaParseException) as exc:
+        raise AlertFormatError(f"unreadable schema: {type(exc).__name__}: {exc}") from None
+
+
 def iter_container_records(fh: BinaryIO, limits: AvroLimits | None = None) -> Iterator[Any]:
     """Records of an Avro object container, within ``limits`` (see the module doc)."""
     limits = limits or AvroLimits()
@@ -193,14 +207,7 @@ def iter_container_records(fh: BinaryIO, limits: AvroLimits | None = None) -> It
         raise AlertFormatError(f"codec {codec!r} is not supported; use one of {list(CODECS)}")
     if "avro.schema" not in meta:
         raise AlertFormatError("the header has no avro.schema")
-    try:
-        schema = json.loads(meta["avro.schema"])
-        min_size = min_encoded_size(schema)
-        parsed = fastavro.parse_schema(schema)
-    except AlertFormatError:
-        raise
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, fastavro.schema.SchemaParseException) as exc:
-        raise AlertFormatError(f"unreadable schema: {type(exc).__name__}: {exc}") from None
+    min_size, parsed = _checked_schema(meta["avro.schema"])
     sync = _read_exact(fh, SYNC_SIZE, "the sync marker")
     records, inflated = 0, 0
     while True:
