@@ -367,19 +367,41 @@ class Catalog:
 
     def search(self, vector: np.ndarray, k: int, filters: Filters, exclude: tuple[str, ...] = ()) -> list[dict]:
         hits: list[Neighbor] = self.index.search(vector, k, exclude_ids=exclude, **filters.as_kwargs())
-        out = []
-        for h in hits:
-            attrs = self.index.get_attributes(h.object_id) or {}
-            out.append({"object_id": h.object_id, "similarity": round(float(h.score), 6), "class": attrs.get("label"),
-                        "anomaly_score": _finite(attrs.get("anomaly_score")),
-                        "n_detections": attrs.get("n_detections")})  # fmt: skip
-        return out
+        return [self._hit(h) for h in hits]
+
+    def _hit(self, h: Neighbor) -> dict:
+        attrs = self.index.get_attributes(h.object_id) or {}
+        return {"object_id": h.object_id, "similarity": round(float(h.score), 6), "class": attrs.get("label"),
+                "anomaly_score": _finite(attrs.get("anomaly_score")), "n_detections": attrs.get("n_detections")}  # fmt: skip
 
     def neighbors(self, object_id: str, k: int, filters: Filters) -> list[dict]:
         return self.search(self.vector_of(object_id), k, filters, exclude=(object_id,))
 
     def anomalies(self, limit: int, cursor: str | None, label: str | None, since: float | None):
         return self.store.anomalies(model_version=self.version, limit=limit, cursor=cursor, label=label, since_jd=since)
+
+    def neighbors_many(self, object_ids: list[str], k: int, filters: Filters) -> list[list[dict]]:
+        """:meth:`neighbors` of several objects in one index pass (UnknownObject names the first unknown)."""
+        vectors = np.stack([self.vector_of(o) for o in object_ids])
+        hits = self.index.search_batch(vectors, k + 1, **filters.as_kwargs())
+        return [[self._hit(h) for h in row if h.object_id != oid][:k] for oid, row in zip(object_ids, hits, strict=True)]
+
+    def list_objects(self, limit: int, cursor: str | None, label: str | None, since: float | None,
+                     min_detections: int | None) -> tuple[list[ObjectState], str | None]:  # fmt: skip
+        return self.store.list_objects(model_version=self.version, limit=limit, cursor=cursor, label=label,
+                                       since_jd=since, min_detections=min_detections)  # fmt: skip
+
+    def delete(self, object_id: str) -> bool:
+        """Delete an object from SQL (light curve, fingerprints of every version) and from this
+        process's index. False when unknown. Other processes drop it from their index at restart."""
+        with self._ingest_lock:
+            if not self.store.delete_object(object_id):
+                return False
+            self.index.delete([object_id])
+            self._unsaved += 1
+        with self._plot_lock:
+            self._plots = {key: png for key, png in self._plots.items() if key[0] != object_id}
+        return True
 
     def plot(self, object_id: str) -> bytes:
         from app.plots import render_plot

@@ -57,6 +57,11 @@ class ObjectSummary(BaseModel):
     known_label: str | None = Field(None, description="class given at ingest, if any")
 
 
+class ObjectsPage(BaseModel):
+    items: list[ObjectSummary]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null at the end")
+
+
 class ObjectDetail(ObjectSummary):
     lightcurve: LightCurveIn
 
@@ -74,6 +79,27 @@ class NeighborsResponse(BaseModel):
     object_id: str | None
     model: str
     neighbors: list[Neighbor]
+
+
+class NeighborsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    object_ids: list[str] = Field(..., min_length=1, max_length=100, description="stored objects (at most 100)")
+    k: int = Field(10, ge=1, le=1000)
+    classes: list[str] | None = Field(None, max_length=32, description="only these predicted classes")
+    anomaly_min: float | None = None
+    anomaly_max: float | None = None
+    since: float | None = Field(None, description="last detection at or after this JD")
+    min_detections: int | None = Field(None, ge=0)
+
+
+class NeighborsOf(BaseModel):
+    object_id: str
+    neighbors: list[Neighbor]
+
+
+class NeighborsBatchResponse(BaseModel):
+    model: str
+    results: list[NeighborsOf]
 
 
 class SearchRequest(BaseModel):

@@ -257,6 +257,21 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
     return float(score), object_id
 
 
+def _encode_id_cursor(object_id: str) -> str:
+    return base64.urlsafe_b64encode(object_id.encode()).decode().rstrip("=")
+
+
+def _decode_id_cursor(cursor: str) -> str:
+    """The object id of a cursor that :func:`_encode_id_cursor` could have made; else ValueError."""
+    try:
+        object_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except Exception as exc:
+        raise ValueError(f"invalid object cursor {cursor!r}") from exc
+    if not 0 < len(object_id) <= OBJECT_ID_MAX or min(map(ord, object_id)) < 32:
+        raise ValueError(f"invalid object cursor {cursor!r}")
+    return object_id
+
+
 def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterator[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
@@ -688,6 +703,40 @@ class Store:
             rows = conn.execute(q).all()
         page = [self._state(r, (r.p_label, r.p_probs, r.p_score)) for r in rows[:limit]]
         nxt = _encode_cursor(page[-1].anomaly_score, page[-1].object_id) if len(rows) > limit else None
+        return page, nxt
+
+    def list_objects(
+        self,
+        *,
+        model_version: str,
+        limit: int = 100,
+        cursor: str | None = None,
+        label: str | None = None,
+        since_jd: float | None = None,
+        min_detections: int | None = None,
+    ) -> tuple[list[ObjectState], str | None]:
+        """Objects by id, with the predictions of ``model_version``; keyset paging by object id
+        (``cursor``: the previous page's, None for the first; the second value is the next page's).
+        Filters: ``label`` (predicted class), ``since_jd`` (last_jd >= it), ``min_detections``."""
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        o_t, f = ObjectRecord.__table__, FingerprintRecord.__table__.c
+        q = select(o_t, f.label.label("p_label"), f.probabilities.label("p_probs"),
+                   f.anomaly_score.label("p_score")).outerjoin(
+            FingerprintRecord.__table__, and_(f.object_id == o_t.c.object_id, f.model_version == model_version))  # fmt: skip
+        if label is not None:
+            q = q.where(f.label == label)
+        if since_jd is not None:
+            q = q.where(o_t.c.last_jd >= float(since_jd))
+        if min_detections is not None:
+            q = q.where(o_t.c.n_detections >= int(min_detections))
+        if cursor:
+            q = q.where(o_t.c.object_id > _decode_id_cursor(cursor))
+        q = q.order_by(o_t.c.object_id).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        page = [self._state(r, (r.p_label, r.p_probs, r.p_score)) for r in rows[:limit]]
+        nxt = _encode_id_cursor(page[-1].object_id) if len(rows) > limit else None
         return page, nxt
 
     # ----------------------------------------------------------------- change tracking

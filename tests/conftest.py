@@ -93,3 +93,11 @@ def client(make_settings, database_url):
 
     with TestClient(create_app(make_settings(database_url))) as c:
         yield c
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_url(request, tmp_path) -> str:
+    """A new, empty database per test, on SQLite and on PostgreSQL (skipped when no server answers)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'rtf.db'}"
+    return request.getfixturevalue("postgres_url")

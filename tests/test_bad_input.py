@@ -10,7 +10,7 @@ import gzip
 import io
 import json
 import time
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 from _server import as_json, synth_lightcurves
@@ -412,15 +412,18 @@ def test_api_key_guards_every_write_and_only_writes(make_settings, tmp_path):
         spec = c.get("/openapi.json").json()
         posts = [p for p, ops in spec["paths"].items() if "post" in ops]
         assert not [p for p, ops in spec["paths"].items() if {"put", "patch"} & set(ops)]
-        assert [p for p, ops in spec["paths"].items() if "delete" in ops] == ["/v1/models/{version}"]
-        assert set(posts) == {"/v1/alerts", "/v1/fingerprints", "/v1/classify", "/v1/search",
+        assert {p for p, ops in spec["paths"].items() if "delete" in ops} == {"/v1/models/{version}",
+                                                                             "/v1/objects/{object_id}"}  # fmt: skip
+        assert set(posts) == {"/v1/alerts", "/v1/fingerprints", "/v1/classify", "/v1/search", "/v1/neighbors",
                               "/v1/models/{version}/activate"}  # fmt: skip
         version = c.get("/v1/models").json()["models"][0]["version"]
-        for method, path in (("post", f"/v1/models/{version}/activate"), ("delete", f"/v1/models/{version}")):
+        victim = _some_object(c)
+        for method, path in (("post", f"/v1/models/{version}/activate"), ("delete", f"/v1/models/{version}"),
+                             ("delete", f"/v1/objects/{victim}")):  # fmt: skip
             for headers in ({}, {"X-API-Key": "wrong"}):
                 r = getattr(c, method)(path, headers=headers)
                 assert r.status_code == 401, (method, path, r.text)
-        assert c.get("/v1/models").json()["models"][0]["active"]
+        assert c.get("/v1/models").json()["models"][0]["active"] and c.get(f"/v1/objects/{victim}").status_code == 200
         new = synth_lightcurves(1, seed=9191)[0]
         body = as_json([new])
         for wrong in (None, "", "wrong", key[:-1], key + "x", key.upper(), " ", "\t", "k 3y-" + "x" * 40):
@@ -436,6 +439,8 @@ def test_api_key_guards_every_write_and_only_writes(make_settings, tmp_path):
             if path in ("/v1/alerts", "/v1/models/{version}/activate"):
                 continue
             payload = {"lightcurve": body["lightcurves"][0], "k": 3} if path == "/v1/search" else body
+            if path == "/v1/neighbors":
+                payload = {"object_ids": [unquote(_some_object(c))], "k": 3}
             assert c.post(path, json=payload).status_code == 200, path
         oid = _some_object(c)
         for path in ("/v1/models", "/v1/anomalies", f"/v1/objects/{oid}", f"/v1/objects/{oid}/neighbors",

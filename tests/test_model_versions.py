@@ -33,14 +33,6 @@ def second_checkpoint(tmp_path_factory) -> tuple[Path, str]:
     return path, jittered_checkpoint(path, scale=0.02, seed=1)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_url(request, tmp_path) -> str:
-    """A new, empty database per test (these tests switch the active version)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'rtf.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
 

@@ -1,4 +1,5 @@
-"""GET /v1/objects/{object_id} (+ /neighbors, /plot) and POST /v1/search."""
+"""GET /v1/objects (+ /{object_id}, /neighbors, /plot), DELETE /v1/objects/{object_id},
+POST /v1/neighbors and POST /v1/search."""
 
 from __future__ import annotations
 
@@ -9,9 +10,18 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from app.catalog import Filters, UnknownObject
-from app.deps import CatalogDep, OffloadDep, SettingsDep, lightcurve_error, require_read_key
+from app.deps import CatalogDep, OffloadDep, SettingsDep, lightcurve_error, require_api_key, require_read_key
 from app.routers._docs import errors
-from app.schemas import NeighborsResponse, ObjectDetail, SearchRequest
+from app.schemas import (
+    NeighborsBatchResponse,
+    NeighborsOf,
+    NeighborsRequest,
+    NeighborsResponse,
+    ObjectDetail,
+    ObjectsPage,
+    ObjectSummary,
+    SearchRequest,
+)
 from encoder.jsonform import LightCurveIn
 from encoder.lightcurve import LightCurveError
 
@@ -36,6 +46,47 @@ NEIGHBORS_EXAMPLE = {
 
 def _unknown(object_id: str) -> HTTPException:
     return HTTPException(404, f"unknown object {object_id!r}")
+
+
+@router.get("/objects", response_model=ObjectsPage, responses=errors(422))
+def list_objects(
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 100,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    label: Annotated[str | None, Query(alias="class", max_length=64, description="only this predicted class")] = None,
+    since: Annotated[float | None, Query(description="last detection at or after this JD")] = None,
+    min_detections: Annotated[int | None, Query(ge=0, le=100_000, description="at least this many detections")] = None,
+) -> ObjectsPage:
+    """The catalogue's objects by id, with the served model's predictions; stable cursor paging."""
+    try:
+        page, nxt = catalog.list_objects(min(limit, settings.max_page), cursor, label, since, min_detections)
+    except ValueError as exc:
+        raise HTTPException(422, f"cursor: {exc}") from None
+    fields = ObjectSummary.model_fields
+    return ObjectsPage(items=[ObjectSummary(**{k: getattr(s, k) for k in fields}) for s in page], next_cursor=nxt)
+
+
+@router.delete("/objects/{object_id}", status_code=204, response_class=Response, dependencies=[Depends(require_api_key)],
+               responses=errors(401, 404))  # fmt: skip
+async def delete_object(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep) -> Response:
+    """Delete an object: its row, light curve and fingerprints of every version (SQL), and its index entry."""
+    if not await offload.run(catalog.delete, object_id):
+        raise _unknown(object_id)
+    return Response(status_code=204)
+
+
+@router.post("/neighbors", response_model=NeighborsBatchResponse, responses=errors(404, 422))
+def neighbors_many(req: NeighborsRequest, catalog: CatalogDep, settings: SettingsDep) -> NeighborsBatchResponse:
+    """Neighbours of up to 100 stored objects in one call (each without itself), with the filters of
+    `GET /v1/objects/{object_id}/neighbors`."""
+    filters = Filters(req.classes, req.anomaly_min, req.anomaly_max, req.since, req.min_detections)
+    try:
+        rows = catalog.neighbors_many(req.object_ids, min(req.k, settings.max_k), filters)
+    except UnknownObject as exc:
+        raise _unknown(exc.args[0]) from None
+    results = [NeighborsOf(object_id=o, neighbors=r) for o, r in zip(req.object_ids, rows, strict=True)]
+    return NeighborsBatchResponse(model=catalog.version, results=results)
 
 
 @router.get("/objects/{object_id}", response_model=ObjectDetail, responses=errors(404))

@@ -1,0 +1,85 @@
+"""The catalogue verbs beside search: list objects (cursor paging, filters), neighbours of many
+objects in one call, and delete (gone from SQL and the index, also after a restart)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from _server import as_json, synth_lightcurves
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+
+
+def _walk(client, **params) -> list[dict]:
+    items, cursor, pages = [], None, 0
+    while True:
+        r = client.get("/v1/objects", params=params | ({"cursor": cursor} if cursor else {}))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["items"]) <= params.get("limit", 100)
+        items += body["items"]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return items
+        assert pages < 1000
+
+
+def test_objects_are_listed_once_each_in_id_order_with_filters(client):
+    everything = _walk(client, limit=37)
+    ids = [o["object_id"] for o in everything]
+    assert ids == sorted(ids) and len(ids) == len(set(ids)) == client.app.state.catalog.store.count_objects()
+    scored = [o for o in everything if o["label"] is not None]
+    assert scored and all(o["probabilities"] and o["anomaly_score"] is not None for o in scored)
+    label = scored[0]["label"]
+    some = _walk(client, limit=50, **{"class": label})
+    assert {o["object_id"] for o in some} == {o["object_id"] for o in everything if o["label"] == label}
+    many = _walk(client, min_detections=20)
+    assert {o["object_id"] for o in many} == {o["object_id"] for o in everything if o["n_detections"] >= 20}
+    late = sorted(o["last_jd"] for o in everything if o["last_jd"] is not None)[len(everything) // 2]
+    assert {o["object_id"] for o in _walk(client, since=late)} == {
+        o["object_id"] for o in everything if o["last_jd"] is not None and o["last_jd"] >= late}  # fmt: skip
+    for bad in ("not-a-cursor!", "AAAA"):
+        r = client.get("/v1/objects", params={"cursor": bad})
+        assert r.status_code == 422 and "cursor" in r.text, (bad, r.text)
+
+
+def test_neighbours_of_many_objects_match_one_at_a_time(client):
+    ids = [o["object_id"] for o in client.get("/v1/objects", params={"limit": 5}).json()["items"]]
+    r = client.post("/v1/neighbors", json={"object_ids": ids, "k": 4})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["object_id"] for x in results] == ids
+    for oid, x in zip(ids, results, strict=True):
+        one = client.get(f"/v1/objects/{quote(oid, safe='')}/neighbors", params={"k": 4}).json()["neighbors"]
+        assert [n["object_id"] for n in x["neighbors"]] == [n["object_id"] for n in one] and len(one) == 4
+        assert oid not in [n["object_id"] for n in x["neighbors"]]
+    r = client.post("/v1/neighbors", json={"object_ids": [ids[0], "no-such-object"], "k": 3})
+    assert r.status_code == 404 and "no-such-object" in r.json()["detail"]
+    assert client.post("/v1/neighbors", json={"object_ids": ids * 21}).status_code == 422  # 105 > 100
+    assert client.post("/v1/neighbors", json={"object_ids": []}).status_code == 422
+
+
+def test_a_deleted_object_is_gone_from_sql_and_the_index_also_after_a_restart(make_settings, fresh_url, tmp_path):
+    settings = make_settings(fresh_url, index_dir=tmp_path / "index", demo=False, sync_interval=0)
+    lcs = synth_lightcurves(6, seed=9090)
+    victim = lcs[2].object_id
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/v1/alerts", json=as_json(lcs)).status_code == 200
+        vector = c.app.state.catalog.store.get_fingerprint(victim, c.app.state.catalog.version)
+        assert c.delete(f"/v1/objects/{victim}").status_code == 204
+        assert c.get(f"/v1/objects/{victim}").status_code == 404
+        assert c.get(f"/v1/objects/{victim}/neighbors").status_code == 404
+        hits = c.post("/v1/search", json={"vector": vector.tolist(), "k": 10}).json()["neighbors"]
+        assert victim not in [h["object_id"] for h in hits] and len(hits) == 5
+        assert c.delete(f"/v1/objects/{victim}").status_code == 404
+        assert c.get("/readyz").json()["objects"] == 5
+    with TestClient(create_app(settings)) as c:  # the saved index still held it: SQL decides
+        assert c.get(f"/v1/objects/{victim}").status_code == 404 and c.get("/readyz").json()["objects"] == 5
+        hits = c.post("/v1/search", json={"vector": vector.tolist(), "k": 10}).json()["neighbors"]
+        assert victim not in [h["object_id"] for h in hits]
+        assert victim not in [o["object_id"] for o in c.get("/v1/objects").json()["items"]]
+        # posted again, it is a new object
+        r = c.post("/v1/alerts", json=as_json([lcs[2]]))
+        assert r.status_code == 200 and r.json()["objects"][0]["new_alerts"] == len(lcs[2])
