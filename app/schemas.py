@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from encoder.jsonform import _EXAMPLE, LightCurveIn
+from encoder.lightcurve import MJD_OFFSET
 
 MAX_BATCH = 1000
 
@@ -56,10 +57,28 @@ class ObjectSummary(BaseModel):
     anomaly_score: float | None
     known_label: str | None = Field(None, description="class given at ingest, if any")
 
+    @computed_field(description="first detection as MJD (jd - 2400000.5)")
+    @property
+    def first_mjd(self) -> float | None:
+        return None if self.first_jd is None else self.first_jd - MJD_OFFSET
+
+    @computed_field(description="last detection as MJD (jd - 2400000.5)")
+    @property
+    def last_mjd(self) -> float | None:
+        return None if self.last_jd is None else self.last_jd - MJD_OFFSET
+
 
 class ObjectsPage(BaseModel):
     items: list[ObjectSummary]
     next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null at the end")
+
+
+class ConeMatch(ObjectSummary):
+    separation_arcsec: float = Field(..., description="great-circle distance from the cone's centre")
+
+
+class ConeResponse(BaseModel):
+    items: list[ConeMatch] = Field(..., description="nearest first")
 
 
 class ObjectDetail(ObjectSummary):

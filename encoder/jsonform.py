@@ -21,7 +21,7 @@ from itertools import repeat
 from operator import is_not
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from encoder.lightcurve import (
     BANDS,
@@ -32,6 +32,7 @@ from encoder.lightcurve import (
     META_FIELDS,
     MJD_OFFSET,
     STAMP_KINDS,
+    ZTF_FID,
     LightCurve,
     LightCurveError,
     mag_to_njy,
@@ -60,9 +61,12 @@ class Detection(BaseModel):
 
     jd: float | None = Field(None, description="Julian date of the exposure")
     mjd: float | None = Field(None, description="Modified Julian date (jd - 2400000.5); give jd or mjd")
-    band: str = Field(..., description=f"Band name, one of {list(BANDS)} (ZTF: g, r, i)", max_length=8)
-    mag: float | None = Field(None, description="PSF magnitude (AB)")
-    mag_err: float | None = Field(None, description="1-sigma magnitude error, > 0")
+    band: str | None = Field(None, description=f"Band name, one of {list(BANDS)} (ZTF: g, r, i)", max_length=8)
+    fid: int | None = Field(None, ge=1, le=3, description="ZTF filter id instead of band: 1 g, 2 r, 3 i")
+    mag: float | None = Field(None, description="PSF magnitude (AB); ZTF's name magpsf is accepted",
+                              validation_alias=AliasChoices("mag", "magpsf"))  # fmt: skip
+    mag_err: float | None = Field(None, description="1-sigma magnitude error, > 0; ZTF's name sigmapsf is accepted",
+                                  validation_alias=AliasChoices("mag_err", "sigmapsf"))  # fmt: skip
     flux: float | None = Field(None, description="Difference-image flux in nJy (may be negative)")
     flux_err: float | None = Field(None, description="1-sigma flux error in nJy, > 0")
     negative: bool = Field(False, description="mag measures a negative difference flux (ZTF isdiffpos='f')")
@@ -80,8 +84,10 @@ class UpperLimit(BaseModel):
 
     jd: float | None = None
     mjd: float | None = None
-    band: str = Field(..., max_length=8)
-    mag: float = Field(..., description="Limiting magnitude (5-sigma) of the non-detection")
+    band: str | None = Field(None, max_length=8)
+    fid: int | None = Field(None, ge=1, le=3, description="ZTF filter id instead of band: 1 g, 2 r, 3 i")
+    mag: float = Field(..., description="Limiting magnitude (5-sigma) of the non-detection; ZTF's diffmaglim is "
+                       "accepted", validation_alias=AliasChoices("mag", "diffmaglim"))  # fmt: skip
 
 
 class Stamps(BaseModel):
@@ -205,10 +211,19 @@ def _lightcurve_from_rows(object_id: str, survey: str, detections: list[dict], u
     _first_bad("upper_limits", ul_has_jd == np.array([v is not None for v in ul_mjd], dtype=bool),
                "give exactly one of jd or mjd")  # fmt: skip
     return LightCurve.build(
-        object_id, survey, _times(col["jd"], col["mjd"], given["jd"]), np.array([d["band"] for d in detections]),
-        **phot, meta=meta, ul_time=_times(ul_jd, ul_mjd, ul_has_jd), ul_band=np.array([u["band"] for u in upper_limits]),
+        object_id, survey, _times(col["jd"], col["mjd"], given["jd"]), _bands("detections", detections),
+        **phot, meta=meta, ul_time=_times(ul_jd, ul_mjd, ul_has_jd), ul_band=_bands("upper_limits", upper_limits),
         ul_mag=np.array([u["mag"] for u in upper_limits], dtype=np.float64), ra=ra, dec=dec, stamps=stamps, label=label,
     )  # fmt: skip
+
+
+def _bands(field: str, rows: list[dict]) -> np.ndarray:
+    """Band names of the points: ``band``, or ZTF's ``fid`` (exactly one of them per point)."""
+    bands = [r["band"] if r["fid"] is None else ZTF_FID[r["fid"]] for r in rows]
+    for i, r in enumerate(rows):
+        if (r["band"] is None) == (r["fid"] is None):
+            raise LightCurveError(f"{field}[{i}]", "give exactly one of band or fid")
+    return np.array(bands)
 
 
 def _first_bad(field: str, bad: np.ndarray, message: str) -> None:

@@ -63,7 +63,7 @@ class ObjectRecord(Base):
     object_id: Mapped[str] = mapped_column(String(OBJECT_ID_MAX), primary_key=True)
     survey: Mapped[str | None] = mapped_column(String(32))
     ra: Mapped[float | None] = mapped_column(Float)
-    dec: Mapped[float | None] = mapped_column(Float)
+    dec: Mapped[float | None] = mapped_column(Float, index=True)  # cone searches narrow by dec first
     first_jd: Mapped[float | None] = mapped_column(Float)
     last_jd: Mapped[float | None] = mapped_column(Float, index=True)
     n_detections: Mapped[int] = mapped_column(Integer, default=0)

@@ -739,6 +739,39 @@ class Store:
         nxt = _encode_id_cursor(page[-1].object_id) if len(rows) > limit else None
         return page, nxt
 
+    def cone(self, ra: float, dec: float, radius_deg: float, *, model_version: str, limit: int = 100
+             ) -> list[tuple[ObjectState, float]]:  # fmt: skip
+        """Objects within ``radius_deg`` of (ra, dec) (degrees; coordinates as stored from packets
+        and JSON), nearest first, with their separation in degrees. SQL narrows by a box in dec
+        (indexed) and ra (wrapping at 0/360; none near a pole); the exact great-circle distance decides."""
+        o_t, f = ObjectRecord.__table__, FingerprintRecord.__table__.c
+        q = (
+            select(o_t, f.label.label("p_label"), f.probabilities.label("p_probs"), f.anomaly_score.label("p_score"))
+            .outerjoin(FingerprintRecord.__table__,
+                       and_(f.object_id == o_t.c.object_id, f.model_version == model_version))
+            .where(o_t.c.dec >= dec - radius_deg, o_t.c.dec <= dec + radius_deg, o_t.c.ra.is_not(None))
+        )  # fmt: skip
+        if abs(dec) + radius_deg < 89.0:
+            dra = radius_deg / math.cos(math.radians(abs(dec) + radius_deg))
+            lo, hi = ra - dra, ra + dra
+            if lo < 0:
+                q = q.where(or_(o_t.c.ra >= lo + 360.0, o_t.c.ra <= hi))
+            elif hi >= 360:
+                q = q.where(or_(o_t.c.ra >= lo, o_t.c.ra <= hi - 360.0))
+            else:
+                q = q.where(o_t.c.ra >= lo, o_t.c.ra <= hi)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        if not rows:
+            return []
+        r_ra, r_dec = np.radians([r.ra for r in rows]), np.radians([r.dec for r in rows])
+        ra0, dec0 = math.radians(ra), math.radians(dec)
+        hav = np.sin((r_dec - dec0) / 2) ** 2 + math.cos(dec0) * np.cos(r_dec) * np.sin((r_ra - ra0) / 2) ** 2
+        sep = np.degrees(2 * np.arcsin(np.sqrt(np.clip(hav, 0.0, 1.0))))
+        order = [i for i in np.argsort(sep, kind="stable") if sep[i] <= radius_deg][:limit]
+        return [(self._state(rows[i], (rows[i].p_label, rows[i].p_probs, rows[i].p_score)), float(sep[i]))
+                for i in order]  # fmt: skip
+
     # ----------------------------------------------------------------- change tracking
     def _marker_and_count(self, conn, model_version: str) -> tuple[str, int]:
         f, o = FingerprintRecord, ObjectRecord

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import numpy as np
+import pytest
 from _server import as_json, synth_lightcurves
 from fastapi.testclient import TestClient
 
@@ -83,3 +85,48 @@ def test_a_deleted_object_is_gone_from_sql_and_the_index_also_after_a_restart(ma
         # posted again, it is a new object
         r = c.post("/v1/alerts", json=as_json([lcs[2]]))
         assert r.status_code == 200 and r.json()["objects"][0]["new_alerts"] == len(lcs[2])
+
+
+def test_ztf_field_names_are_accepted_and_mjd_is_given_beside_jd(client):
+    det = [{"jd": 2459300.5, "fid": 1, "magpsf": 18.2, "sigmapsf": 0.05},
+           {"jd": 2459301.5, "fid": 2, "magpsf": 18.0, "sigmapsf": 0.06},
+           {"jd": 2459302.5, "band": "g", "mag": 17.9, "mag_err": 0.05}]  # fmt: skip
+    body = {"object_id": "ztf-names", "detections": det, "upper_limits": [{"jd": 2459299.5, "fid": 2, "diffmaglim": 20.4}]}
+    r = client.post("/v1/alerts", json={"lightcurves": [body]})
+    assert r.status_code == 200 and r.json()["objects"][0]["new_alerts"] == 3, r.text
+    got = client.get("/v1/objects/ztf-names").json()
+    assert [d["band"] for d in got["lightcurve"]["detections"]] == ["g", "r", "g"]
+    assert [d["mag"] for d in got["lightcurve"]["detections"]] == pytest.approx([18.2, 18.0, 17.9])
+    assert got["lightcurve"]["upper_limits"][0]["band"] == "r"
+    assert got["first_mjd"] == pytest.approx(got["first_jd"] - 2400000.5) and got["last_mjd"] == pytest.approx(59302.0)
+    listed = client.get("/v1/objects", params={"limit": 500}).json()["items"]
+    assert all(o["last_mjd"] is None or o["last_mjd"] == pytest.approx(o["last_jd"] - 2400000.5) for o in listed)
+    for bad, where in (({"jd": 2459300.5, "fid": 1, "band": "g", "mag": 18, "mag_err": 0.1}, "detections"),
+                       ({"jd": 2459300.5, "fid": 4, "mag": 18, "mag_err": 0.1}, "fid"),
+                       ({"jd": 2459300.5, "fid": 1, "mag": 18, "magpsf": 18, "mag_err": 0.1}, "magpsf")):  # fmt: skip
+        r = client.post("/v1/alerts", json={"lightcurves": [{"object_id": "ztf-bad", "detections": [bad]}]})
+        assert r.status_code == 422 and where in r.text, (bad, r.text)
+    assert client.get("/v1/objects/ztf-bad").status_code == 404
+
+
+def test_cone_search_finds_what_is_within_the_radius_nearest_first(client):
+    base = {"detections": [{"jd": 2459300.5, "band": "g", "mag": 18.2, "mag_err": 0.05}]}
+    arcsec = 1 / 3600
+    where = {"cone-1": (10.0, 20.0 + 1 * arcsec), "cone-5": (10.0 + 5 * arcsec / np.cos(np.radians(20)), 20.0),
+             "cone-30": (10.0, 20.0 - 30 * arcsec), "cone-100": (10.0, 20.0 + 100 * arcsec),
+             "cone-wrap": (359.9999, 0.0), "cone-pole": (180.0, 89.9995)}  # fmt: skip
+    lcs = [base | {"object_id": k, "ra": ra, "dec": dec} for k, (ra, dec) in where.items()]
+    assert client.post("/v1/alerts", json={"lightcurves": lcs}).status_code == 200
+    items = client.get("/v1/cone", params={"ra": 10.0, "dec": 20.0, "radius": 60}).json()["items"]
+    assert [i["object_id"] for i in items] == ["cone-1", "cone-5", "cone-30"]
+    assert [i["separation_arcsec"] for i in items] == pytest.approx([1.0, 5.0, 30.0], abs=1e-3)
+    assert items[0]["ra"] == 10.0 and items[0]["label"] is not None
+    assert [i["object_id"] for i in client.get("/v1/cone", params={"ra": 10.0, "dec": 20.0, "radius": 60,
+                                                                    "limit": 2}).json()["items"]] == ["cone-1", "cone-5"]
+    wrap = client.get("/v1/cone", params={"ra": 0.0001, "dec": 0.0, "radius": 2}).json()["items"]
+    assert [i["object_id"] for i in wrap] == ["cone-wrap"] and wrap[0]["separation_arcsec"] == pytest.approx(0.72, abs=1e-2)
+    pole = client.get("/v1/cone", params={"ra": 0.0, "dec": 89.9999, "radius": 3}).json()["items"]
+    assert [i["object_id"] for i in pole] == ["cone-pole"]  # across the pole: ra differs by 180 degrees
+    for bad in ({"ra": 360, "dec": 0, "radius": 1}, {"ra": 1, "dec": 91, "radius": 1}, {"ra": 1, "dec": 0, "radius": 0},
+                {"ra": 1, "dec": 0, "radius": 7200}, {"ra": 1, "dec": 0}):  # fmt: skip
+        assert client.get("/v1/cone", params=bad).status_code == 422, bad

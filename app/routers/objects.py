@@ -1,4 +1,4 @@
-"""GET /v1/objects (+ /{object_id}, /neighbors, /plot), DELETE /v1/objects/{object_id},
+"""GET /v1/objects (+ /{object_id}, /neighbors, /plot), GET /v1/cone, DELETE /v1/objects/{object_id},
 POST /v1/neighbors and POST /v1/search."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from app.catalog import Filters, UnknownObject
 from app.deps import CatalogDep, OffloadDep, SettingsDep, lightcurve_error, require_api_key, require_read_key
 from app.routers._docs import errors
 from app.schemas import (
+    ConeMatch,
+    ConeResponse,
     NeighborsBatchResponse,
     NeighborsOf,
     NeighborsRequest,
@@ -65,6 +67,23 @@ def list_objects(
         raise HTTPException(422, f"cursor: {exc}") from None
     fields = ObjectSummary.model_fields
     return ObjectsPage(items=[ObjectSummary(**{k: getattr(s, k) for k in fields}) for s in page], next_cursor=nxt)
+
+
+@router.get("/cone", response_model=ConeResponse, responses=errors(422))
+def cone(
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    ra: Annotated[float, Query(ge=0, lt=360, description="right ascension of the centre, degrees")],
+    dec: Annotated[float, Query(ge=-90, le=90, description="declination of the centre, degrees")],
+    radius: Annotated[float, Query(gt=0, le=3600, description="radius in arcsec (at most 1 degree)")],
+    limit: Annotated[int, Query(ge=1, le=500, description="at most this many, nearest first")] = 100,
+) -> ConeResponse:
+    """Objects within `radius` arcsec of (ra, dec), nearest first, using the coordinates stored from
+    alert packets and JSON light curves (objects without coordinates are never matched)."""
+    found = catalog.store.cone(ra, dec, radius / 3600.0, model_version=catalog.version, limit=min(limit, settings.max_page))
+    fields = ObjectSummary.model_fields
+    return ConeResponse(items=[ConeMatch(**{k: getattr(s, k) for k in fields}, separation_arcsec=round(sep * 3600, 4))
+                               for s, sep in found])  # fmt: skip
 
 
 @router.delete("/objects/{object_id}", status_code=204, response_class=Response, dependencies=[Depends(require_api_key)],
