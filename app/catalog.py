@@ -28,6 +28,7 @@ from app.settings import Settings
 from encoder.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
 from encoder.inference import Encoded, Encoder
 from encoder.lightcurve import BANDS, META_FIELDS, LightCurve, LightCurveError
+from encoder.taxonomy import coarse_of
 from indexing.history import History
 from indexing.models import utcnow
 from indexing.persistence import file_sha256, save_index
@@ -249,6 +250,23 @@ class Catalog:
             msg = f"{lcs[i].object_id!r}: fluxes out of range (the fingerprint is not finite)"
             raise LightCurveError(f"lightcurves[{i}]", msg)
         return enc
+
+    def check_classes(self, names: list[str] | None) -> str | None:
+        """None when every name is a class the filters know (the served model's coarse classes),
+        else what is wrong: the valid names, and where a fine class or a miscased name was meant."""
+        valid = self.encoder.coarse_classes
+        for name in names or ():
+            if name in valid:
+                continue
+            fixed = next((c for c in valid if c.lower() == name.lower()), None)
+            if fixed is not None:
+                return f"unknown class {name!r}: did you mean {fixed!r}? Valid: {valid}"
+            parent = coarse_of(name) if name in self.encoder.fine_classes else None
+            if parent is not None:
+                return (f"{name!r} is a fine class; filters use the coarse classes ({name} is in {parent!r}). "
+                        f"Valid: {valid}")  # fmt: skip
+            return f"unknown class {name!r}. Valid: {valid}"
+        return None
 
     def probabilities(self, enc: Encoded, i: int) -> tuple[dict[str, float], dict[str, float]]:
         """(coarse, fine) class probabilities of the i-th encoded light curve, by class name."""

@@ -109,3 +109,10 @@ async def encode_lightcurves(request: Request, catalog: Catalog, lcs: list[Light
     if idle and sum(len(lc) for lc in lcs) <= INLINE_MAX_DETECTIONS:
         return catalog.encode(lcs)
     return await request.app.state.offload.run(catalog.encode, lcs)
+
+
+def check_classes(catalog: Catalog, names: list[str] | str | None, loc: tuple[str, ...]) -> None:
+    """422 naming ``loc`` when a class filter holds a name the filters do not know."""
+    problem = catalog.check_classes([names] if isinstance(names, str) else names)
+    if problem is not None:
+        raise RequestValidationError([{"type": "value_error", "loc": loc, "msg": problem}])

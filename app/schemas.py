@@ -83,6 +83,7 @@ class ConeResponse(BaseModel):
 
 class ObjectDetail(ObjectSummary):
     lightcurve: LightCurveIn
+    fingerprint: list[float] | None = Field(None, description="the served model's fingerprint (with ?fingerprint=true)")
 
 
 class Neighbor(BaseModel):

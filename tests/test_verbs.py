@@ -99,6 +99,10 @@ def test_ztf_field_names_are_accepted_and_mjd_is_given_beside_jd(client):
     assert [d["mag"] for d in got["lightcurve"]["detections"]] == pytest.approx([18.2, 18.0, 17.9])
     assert got["lightcurve"]["upper_limits"][0]["band"] == "r"
     assert got["first_mjd"] == pytest.approx(got["first_jd"] - 2400000.5) and got["last_mjd"] == pytest.approx(59302.0)
+    assert got["fingerprint"] is None
+    vector = client.get("/v1/objects/ztf-names", params={"fingerprint": "true"}).json()["fingerprint"]
+    stored = client.app.state.catalog.store.get_fingerprint("ztf-names", client.app.state.catalog.version)
+    assert vector == pytest.approx(stored.tolist(), abs=1e-6) and len(vector) == 64
     listed = client.get("/v1/objects", params={"limit": 500}).json()["items"]
     assert all(o["last_mjd"] is None or o["last_mjd"] == pytest.approx(o["last_jd"] - 2400000.5) for o in listed)
     for bad, where in (({"jd": 2459300.5, "fid": 1, "band": "g", "mag": 18, "mag_err": 0.1}, "detections"),
@@ -130,3 +134,19 @@ def test_cone_search_finds_what_is_within_the_radius_nearest_first(client):
     for bad in ({"ra": 360, "dec": 0, "radius": 1}, {"ra": 1, "dec": 91, "radius": 1}, {"ra": 1, "dec": 0, "radius": 0},
                 {"ra": 1, "dec": 0, "radius": 7200}, {"ra": 1, "dec": 0}):  # fmt: skip
         assert client.get("/v1/cone", params=bad).status_code == 422, bad
+
+
+def test_class_filters_refuse_names_they_do_not_know_and_say_which_are_valid(client):
+    oid = client.get("/v1/objects", params={"limit": 1}).json()["items"][0]["object_id"]
+    ok = client.get(f"/v1/objects/{quote(oid, safe='')}/neighbors", params={"class": ["SNIa", "SNcc"], "k": 3})
+    assert ok.status_code == 200 and {n["class"] for n in ok.json()["neighbors"]} <= {"SNIa", "SNcc"}
+    cases = [("SNII", "fine class", "SNcc"), ("Snia", "did you mean 'SNIa'", "SNIa"), ("Quasar", "unknown class", "TDE")]
+    for name, says, lists in cases:
+        for r in (client.get(f"/v1/objects/{quote(oid, safe='')}/neighbors", params={"class": name}),
+                  client.get("/v1/anomalies", params={"class": name}),
+                  client.get("/v1/objects", params={"class": name}),
+                  client.post("/v1/neighbors", json={"object_ids": [oid], "classes": [name]}),
+                  client.post("/v1/search", json={"vector": [0.1] * 64, "classes": ["SNIa", name]})):  # fmt: skip
+            assert r.status_code == 422, (name, r.text)
+            detail = r.json()["detail"][0]
+            assert says in detail["msg"] and lists in detail["msg"] and detail["loc"][-1] in ("class", "classes"), detail

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from app.deps import CatalogDep, SettingsDep
+from app.deps import CatalogDep, SettingsDep, check_classes
 from app.routers._docs import errors
 from app.schemas import AnomaliesResponse, AnomalyItem
 
@@ -28,6 +28,7 @@ def anomalies(
 ) -> AnomaliesResponse:
     """Most anomalous first (ties by object id). Pages never skip or repeat objects while the
     catalogue does not change."""
+    check_classes(catalog, label, ("query", "class"))
     try:
         page, nxt = catalog.anomalies(min(limit, settings.max_page), cursor, label, since)
     except ValueError as exc:

@@ -10,7 +10,15 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from app.catalog import Filters, UnknownObject
-from app.deps import CatalogDep, OffloadDep, SettingsDep, lightcurve_error, require_api_key, require_read_key
+from app.deps import (
+    CatalogDep,
+    OffloadDep,
+    SettingsDep,
+    check_classes,
+    lightcurve_error,
+    require_api_key,
+    require_read_key,
+)
 from app.routers._docs import errors
 from app.schemas import (
     ConeMatch,
@@ -61,6 +69,7 @@ def list_objects(
     min_detections: Annotated[int | None, Query(ge=0, le=100_000, description="at least this many detections")] = None,
 ) -> ObjectsPage:
     """The catalogue's objects by id, with the served model's predictions; stable cursor paging."""
+    check_classes(catalog, label, ("query", "class"))
     try:
         page, nxt = catalog.list_objects(min(limit, settings.max_page), cursor, label, since, min_detections)
     except ValueError as exc:
@@ -99,6 +108,7 @@ async def delete_object(object_id: ObjectId, catalog: CatalogDep, offload: Offlo
 def neighbors_many(req: NeighborsRequest, catalog: CatalogDep, settings: SettingsDep) -> NeighborsBatchResponse:
     """Neighbours of up to 100 stored objects in one call (each without itself), with the filters of
     `GET /v1/objects/{object_id}/neighbors`."""
+    check_classes(catalog, req.classes, ("body", "classes"))
     filters = Filters(req.classes, req.anomaly_min, req.anomaly_max, req.since, req.min_detections)
     try:
         rows = catalog.neighbors_many(req.object_ids, min(req.k, settings.max_k), filters)
@@ -109,14 +119,20 @@ def neighbors_many(req: NeighborsRequest, catalog: CatalogDep, settings: Setting
 
 
 @router.get("/objects/{object_id}", response_model=ObjectDetail, responses=errors(404))
-def get_object(object_id: ObjectId, catalog: CatalogDep) -> ObjectDetail:
+def get_object(
+    object_id: ObjectId,
+    catalog: CatalogDep,
+    fingerprint: Annotated[bool, Query(description="include the served model's fingerprint")] = False,
+) -> ObjectDetail:
     """Summary, stored light curve, class probabilities and anomaly score of an object."""
     try:
         state, lc = catalog.get_object(object_id)
+        stored = catalog.store.get_fingerprint(object_id, catalog.version) if fingerprint else None
+        vector = None if stored is None else stored.tolist()  # as POST /v1/fingerprints gives it (not unit length)
     except UnknownObject:
         raise _unknown(object_id) from None
-    fields = {k: getattr(state, k) for k in ObjectDetail.model_fields if k != "lightcurve" and hasattr(state, k)}
-    return ObjectDetail(**fields, lightcurve=LightCurveIn.from_lightcurve(lc))
+    fields = {k: getattr(state, k) for k in ObjectSummary.model_fields}
+    return ObjectDetail(**fields, lightcurve=LightCurveIn.from_lightcurve(lc), fingerprint=vector)
 
 
 @router.get("/objects/{object_id}/neighbors", response_model=NeighborsResponse, responses={
@@ -135,6 +151,7 @@ def neighbors(
     """The k most similar objects by cosine similarity of fingerprints, with optional filters.
     Never fewer than k when at least k objects match the filters."""
     k = min(k, settings.max_k)
+    check_classes(catalog, classes, ("query", "class"))
     try:
         hits = catalog.neighbors(object_id, k, Filters(classes, anomaly_min, anomaly_max, since, min_detections))
     except UnknownObject:
@@ -175,6 +192,7 @@ def search(req: SearchRequest, catalog: CatalogDep, settings: SettingsDep) -> Ne
         # underflow to a "zero vector" (was a 500) nor overflow the float32 norm (was similarity 0)
         vector = vector / np.abs(vector).max()
         vector = (vector / np.linalg.norm(vector)).astype(np.float32)
+    check_classes(catalog, req.classes, ("body", "classes"))
     filters = Filters(req.classes, req.anomaly_min, req.anomaly_max, req.since, req.min_detections)
     hits = catalog.search(vector, min(req.k, settings.max_k), filters)
     return NeighborsResponse(object_id=query_id, model=catalog.version, neighbors=hits)
