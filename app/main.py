@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.catalog import Catalog, seed_demo
 from app.deps import lightcurve_error
 from app.offload import Offload
-from app.routers import alerts, anomalies, encode, objects, service
+from app.routers import alerts, anomalies, encode, export, objects, service
 from app.schemas import MAX_BATCH, LightCurveBatch
 from app.settings import Settings, get_settings
 from encoder.checkpoint import CheckpointError
@@ -221,7 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.catalog = None
-    for r in (encode.router, alerts.router, objects.router, anomalies.router, service.router):
+    for r in (encode.router, alerts.router, objects.router, anomalies.router, export.router, service.router):
         app.include_router(r)
 
     @app.exception_handler(RequestValidationError)

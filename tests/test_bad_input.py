@@ -466,7 +466,7 @@ def test_a_read_key_guards_the_expensive_reads_only(make_settings, tmp_path):
         oid = _some_object(c)
         expensive = [("post", "/v1/fingerprints", body), ("post", "/v1/classify", body),
                      ("post", "/v1/search", {"lightcurve": body["lightcurves"][0], "k": 3}),
-                     ("get", f"/v1/objects/{oid}/plot", None)]  # fmt: skip
+                     ("get", f"/v1/objects/{oid}/plot", None), ("get", "/v1/export/fingerprints", None)]  # fmt: skip
         for method, path, payload in expensive:
             kw = {"json": payload} if payload else {}
             for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": read[:-1]}):

@@ -150,3 +150,19 @@ def test_class_filters_refuse_names_they_do_not_know_and_say_which_are_valid(cli
             assert r.status_code == 422, (name, r.text)
             detail = r.json()["detail"][0]
             assert says in detail["msg"] and lists in detail["msg"] and detail["loc"][-1] in ("class", "classes"), detail
+
+
+def test_the_fingerprint_export_is_every_stored_fingerprint(client):
+    import pyarrow as pa
+
+    r = client.get("/v1/export/fingerprints")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    table = pa.ipc.open_stream(r.content).read_all()
+    catalog = client.app.state.catalog
+    assert table.schema.metadata[b"model"].decode() == catalog.version
+    assert table.num_rows == catalog.store.count_fingerprints(catalog.version) > 0
+    ids = table.column("object_id").to_pylist()
+    assert len(set(ids)) == len(ids)
+    vectors = np.asarray(table.column("fingerprint").combine_chunks().flatten()).reshape(len(ids), catalog.encoder.dim)
+    for i in (0, len(ids) // 2, len(ids) - 1):
+        np.testing.assert_array_equal(vectors[i], catalog.store.get_fingerprint(ids[i], catalog.version))
