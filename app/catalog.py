@@ -432,14 +432,14 @@ class Catalog:
         recon = None
         if self.encoder.model.cfg.decoder == "query":
             bands = [BANDS[b] for b in np.unique(lc.band)]
-            t = np.linspace(-10, max(lc.duration, 1.0) + 20, 200)
+            t = np.linspace(0.0, max(lc.duration, 1.0) + 20, 200)  # from the first detection on
             mag, sigma = self.encoder.reconstruct(lc, t, bands)
             recon = (t, mag, sigma, bands)
         nbs = []
         for nb in self.neighbors(object_id, 3, Filters()):
             nb_lc = self.lightcurve(nb["object_id"], missing_ok=True)
             if nb_lc is not None:
-                nbs.append((nb_lc, nb["similarity"]))
+                nbs.append((nb_lc, nb["similarity"], nb["class"]))
         title = f"{object_id}  predicted {state.label or '?'}  anomaly {state.anomaly_score or 0:.2f}"
         png = render_plot(lc, recon, nbs, title)
         with self._plot_lock:
