@@ -311,12 +311,15 @@ class Catalog:
                     raise _VersionChanged(active)
                 return self._plan_ingest(posted, position, stored)
 
-            _, plan = self.store.ingest_merged(list(posted), prepare)
-            self.index.upsert(
-                [lc.object_id for lc in plan.merged], plan.enc.vectors, labels=plan.labels,
-                anomaly_scores=plan.enc.anomaly.tolist(), last_jd=[float(lc.time[-1]) for lc in plan.merged],
-                n_detections=[len(lc) for lc in plan.merged],
-            )  # fmt: skip
+            # no sync between this commit and this index update: a sync in between could take another
+            # process's newer fingerprint of these objects, which the update would then overwrite
+            with self._sync_lock:
+                _, plan = self.store.ingest_merged(list(posted), prepare)
+                self.index.upsert(
+                    [lc.object_id for lc in plan.merged], plan.enc.vectors, labels=plan.labels,
+                    anomaly_scores=plan.enc.anomaly.tolist(), last_jd=[float(lc.time[-1]) for lc in plan.merged],
+                    n_detections=[len(lc) for lc in plan.merged],
+                )  # fmt: skip
             self._unsaved += len(plan.merged)
             if self._unsaved >= self.settings.index_save_every:
                 self._save_index_locked()
