@@ -12,7 +12,7 @@ from app.schemas import AnomaliesResponse, AnomalyItem
 
 router = APIRouter(prefix="/v1", tags=["anomalies"])
 
-EXAMPLE = {"items": [{"object_id": "synztf2026_00412", "score": 0.97, "label": "Other", "n_detections": 9,
+EXAMPLE = {"items": [{"object_id": "synztf2026_0000412", "score": 0.97, "label": "Other", "n_detections": 9,
                       "last_jd": 2460412.8}], "next_cursor": "eyJzIjogMC45NywgIm8iOiAic3luenRmIn0="}  # fmt: skip
 
 

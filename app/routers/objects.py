@@ -37,14 +37,15 @@ from encoder.lightcurve import LightCurveError
 
 router = APIRouter(prefix="/v1", tags=["objects"])
 # no control characters (as at ingest; PostgreSQL rejects NUL in text, which was a 500)
-ObjectId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$", examples=["ZTF21aaaaaaa"])]
+ObjectId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$", examples=["synztf2026_0000017"],
+                               description="an object id as stored (1-128 characters, no control characters)")]  # fmt: skip
 
 NEIGHBORS_EXAMPLE = {
-    "object_id": "synztf2026_00017",
+    "object_id": "synztf2026_0000017",
     "model": "rtf-ae64-0123456789",
     "neighbors": [
         {
-            "object_id": "synztf2026_01234",
+            "object_id": "synztf2026_0001234",
             "similarity": 0.97,
             "class": "SNIa",
             "anomaly_score": 0.08,
@@ -142,11 +143,12 @@ def neighbors(
     catalog: CatalogDep,
     settings: SettingsDep,
     k: Annotated[int, Query(ge=1, le=1000, description="number of neighbours")] = 10,
-    classes: Annotated[list[str] | None, Query(alias="class", max_length=32, description="only these classes")] = None,
-    anomaly_min: Annotated[float | None, Query(ge=0, le=1)] = None,
-    anomaly_max: Annotated[float | None, Query(ge=0, le=1)] = None,
+    classes: Annotated[list[str] | None, Query(alias="class", max_length=32,
+                                                description="only these predicted coarse classes (repeat for several)")] = None,
+    anomaly_min: Annotated[float | None, Query(ge=0, le=1, description="only anomaly scores at least this")] = None,
+    anomaly_max: Annotated[float | None, Query(ge=0, le=1, description="only anomaly scores at most this")] = None,
     since: Annotated[float | None, Query(description="last detection at or after this JD")] = None,
-    min_detections: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+    min_detections: Annotated[int | None, Query(ge=0, le=100_000, description="at least this many detections")] = None,
 ) -> NeighborsResponse:
     """The k most similar objects by cosine similarity of fingerprints, with optional filters.
     Never fewer than k when at least k objects match the filters."""
