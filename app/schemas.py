@@ -170,7 +170,8 @@ class ModelOut(BaseModel):
     active: bool = Field(..., description="the version every answer comes from")
     fingerprints: int = Field(..., description="objects with a fingerprint of this version")
     stale: int = Field(..., description="objects whose fingerprint of this version is missing or older than their "
-                       "light curve; 0: the version is complete and can be activated")  # fmt: skip
+                       "light curve; 0: the version is complete and can be activated (the active version is "
+                       "written with every ingest, so it is never stale)")  # fmt: skip
     path: str = Field(..., description="the checkpoint file it was registered from")
     precision: str | None = Field(
         None, description="how the model runs: fp32, bf16 (PyTorch) or onnx (ONNX Runtime); the active model only"
