@@ -101,15 +101,20 @@ class NeighborsResponse(BaseModel):
     neighbors: list[Neighbor]
 
 
-class NeighborsRequest(BaseModel):
+class NeighborQuery(BaseModel):
+    """How many neighbours, and the filters they must pass (the bodies of the neighbour searches)."""
+
     model_config = ConfigDict(extra="forbid")
-    object_ids: list[str] = Field(..., min_length=1, max_length=100, description="stored objects (at most 100)")
     k: int = Field(10, ge=1, le=1000)
-    classes: list[str] | None = Field(None, max_length=32, description="only these predicted classes")
-    anomaly_min: float | None = None
-    anomaly_max: float | None = None
+    classes: list[str] | None = Field(None, max_length=32, description="only these predicted coarse classes")
+    anomaly_min: float | None = Field(None, description="only anomaly scores at least this")
+    anomaly_max: float | None = Field(None, description="only anomaly scores at most this")
     since: float | None = Field(None, description="last detection at or after this JD")
-    min_detections: int | None = Field(None, ge=0)
+    min_detections: int | None = Field(None, ge=0, description="at least this many detections")
+
+
+class NeighborsRequest(NeighborQuery):
+    object_ids: list[str] = Field(..., min_length=1, max_length=100, description="stored objects (at most 100)")
 
 
 class NeighborsOf(BaseModel):
@@ -122,19 +127,13 @@ class NeighborsBatchResponse(BaseModel):
     results: list[NeighborsOf]
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(NeighborQuery):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"lightcurve": _EXAMPLE, "k": 5}, {"vector": [0.1] * 8, "k": 5}]},
     )
     lightcurve: LightCurveIn | None = Field(None, description="search by a light curve ...")
     vector: list[float] | None = Field(None, description="... or by a fingerprint (the model's dim)", max_length=4096)
-    k: int = Field(10, ge=1, le=1000)
-    classes: list[str] | None = Field(None, max_length=32, description="only these predicted classes")
-    anomaly_min: float | None = None
-    anomaly_max: float | None = None
-    since: float | None = Field(None, description="last detection at or after this JD")
-    min_detections: int | None = Field(None, ge=0)
 
 
 class Prediction(BaseModel):

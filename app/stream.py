@@ -287,7 +287,7 @@ class StreamConsumer:
             assignment = self.consumer.assignment()
             if not assignment:
                 return 0
-            # before this session's first message a partition has no position: its committed offset is where it is
+            # before the first message since the assignment a partition has no position: its committed offset is where it is
             committed = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.committed(assignment, timeout=2)}
             total = 0
             for tp in self.consumer.position(assignment):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException
 
 from app.deps import CatalogDep, SettingsDep, check_classes
 from app.routers._docs import errors
+from app.routers._params import ClassName, Cursor, PageSize, Since
 from app.schemas import AnomaliesResponse, AnomalyItem
 
 router = APIRouter(prefix="/v1", tags=["anomalies"])
@@ -21,10 +20,10 @@ EXAMPLE = {"items": [{"object_id": "synztf2026_0000412", "score": 0.97, "label":
 def anomalies(
     catalog: CatalogDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
-    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
-    label: Annotated[str | None, Query(alias="class", max_length=64, description="only this predicted class")] = None,
-    since: Annotated[float | None, Query(description="last detection at or after this JD")] = None,
+    limit: PageSize = 50,
+    cursor: Cursor = None,
+    label: ClassName = None,
+    since: Since = None,
 ) -> AnomaliesResponse:
     """Most anomalous first (ties by object id). Pages never skip or repeat objects while the
     catalogue does not change."""

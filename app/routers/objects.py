@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 
-from app.catalog import Filters, UnknownObject
+from app.catalog import Catalog, Filters, UnknownObject
 from app.deps import (
     CatalogDep,
     OffloadDep,
@@ -20,9 +20,11 @@ from app.deps import (
     require_read_key,
 )
 from app.routers._docs import errors
+from app.routers._params import ClassName, Cursor, MinDetections, PageSize, Since
 from app.schemas import (
     ConeMatch,
     ConeResponse,
+    NeighborQuery,
     NeighborsBatchResponse,
     NeighborsOf,
     NeighborsRequest,
@@ -55,6 +57,12 @@ NEIGHBORS_EXAMPLE = {
 }
 
 
+def _body_filters(catalog: Catalog, req: NeighborQuery) -> Filters:
+    """The filters of a neighbour-search body (a 422 names an unknown class)."""
+    check_classes(catalog, req.classes, ("body", "classes"))
+    return Filters(req.classes, req.anomaly_min, req.anomaly_max, req.since, req.min_detections)
+
+
 def _unknown(object_id: str) -> HTTPException:
     return HTTPException(404, f"unknown object {object_id!r}")
 
@@ -63,11 +71,11 @@ def _unknown(object_id: str) -> HTTPException:
 def list_objects(
     catalog: CatalogDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 100,
-    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
-    label: Annotated[str | None, Query(alias="class", max_length=64, description="only this predicted class")] = None,
-    since: Annotated[float | None, Query(description="last detection at or after this JD")] = None,
-    min_detections: Annotated[int | None, Query(ge=0, le=100_000, description="at least this many detections")] = None,
+    limit: PageSize = 100,
+    cursor: Cursor = None,
+    label: ClassName = None,
+    since: Since = None,
+    min_detections: MinDetections = None,
 ) -> ObjectsPage:
     """The catalogue's objects by id, with the served model's predictions; stable cursor paging."""
     check_classes(catalog, label, ("query", "class"))
@@ -109,10 +117,8 @@ async def delete_object(object_id: ObjectId, catalog: CatalogDep, offload: Offlo
 def neighbors_many(req: NeighborsRequest, catalog: CatalogDep, settings: SettingsDep) -> NeighborsBatchResponse:
     """Neighbours of up to 100 stored objects in one call (each without itself), with the filters of
     `GET /v1/objects/{object_id}/neighbors`."""
-    check_classes(catalog, req.classes, ("body", "classes"))
-    filters = Filters(req.classes, req.anomaly_min, req.anomaly_max, req.since, req.min_detections)
     try:
-        rows = catalog.neighbors_many(req.object_ids, min(req.k, settings.max_k), filters)
+        rows = catalog.neighbors_many(req.object_ids, min(req.k, settings.max_k), _body_filters(catalog, req))
     except UnknownObject as exc:
         raise _unknown(exc.args[0]) from None
     results = [NeighborsOf(object_id=o, neighbors=r) for o, r in zip(req.object_ids, rows, strict=True)]
@@ -147,8 +153,8 @@ def neighbors(
                                                 description="only these predicted coarse classes (repeat for several)")] = None,
     anomaly_min: Annotated[float | None, Query(ge=0, le=1, description="only anomaly scores at least this")] = None,
     anomaly_max: Annotated[float | None, Query(ge=0, le=1, description="only anomaly scores at most this")] = None,
-    since: Annotated[float | None, Query(description="last detection at or after this JD")] = None,
-    min_detections: Annotated[int | None, Query(ge=0, le=100_000, description="at least this many detections")] = None,
+    since: Since = None,
+    min_detections: MinDetections = None,
 ) -> NeighborsResponse:
     """The k most similar objects by cosine similarity of fingerprints, with optional filters.
     Never fewer than k when at least k objects match the filters."""
@@ -194,7 +200,5 @@ def search(req: SearchRequest, catalog: CatalogDep, settings: SettingsDep) -> Ne
         # underflow to a "zero vector" (was a 500) nor overflow the float32 norm (was similarity 0)
         vector = vector / np.abs(vector).max()
         vector = (vector / np.linalg.norm(vector)).astype(np.float32)
-    check_classes(catalog, req.classes, ("body", "classes"))
-    filters = Filters(req.classes, req.anomaly_min, req.anomaly_max, req.since, req.min_detections)
-    hits = catalog.search(vector, min(req.k, settings.max_k), filters)
+    hits = catalog.search(vector, min(req.k, settings.max_k), _body_filters(catalog, req))
     return NeighborsResponse(object_id=query_id, model=catalog.version, neighbors=hits)
