@@ -28,7 +28,7 @@ from app.settings import Settings
 from encoder.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
 from encoder.inference import Encoded, Encoder
 from encoder.lightcurve import BANDS, META_FIELDS, LightCurve, LightCurveError
-from encoder.taxonomy import coarse_of
+from indexing.classes import class_key, coarse_part, fine_part, keys_matching
 from indexing.history import History
 from indexing.models import utcnow
 from indexing.persistence import file_sha256, save_index
@@ -54,8 +54,9 @@ class Filters:
     since: float | None = None
     min_detections: int | None = None
 
-    def as_kwargs(self) -> dict:
-        return {"classes": self.classes, "anomaly_min": self.anomaly_min, "anomaly_max": self.anomaly_max,
+    def as_kwargs(self, index_classes: list[str] | None) -> dict:
+        """The index's search filters; ``index_classes``: the class keys the names select."""
+        return {"classes": index_classes, "anomaly_min": self.anomaly_min, "anomaly_max": self.anomaly_max,
                 "last_jd_min": self.since, "min_detections": self.min_detections}  # fmt: skip
 
 
@@ -87,7 +88,7 @@ class _IngestPlan:
     duplicate: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     enc: Encoded | None = None
-    labels: list[str | None] = field(default_factory=list)
+    fingerprints: list[FingerprintRow] = field(default_factory=list)
 
 
 class Catalog:
@@ -252,29 +253,37 @@ class Catalog:
         return enc
 
     def check_classes(self, names: list[str] | None) -> str | None:
-        """None when every name is a class the filters know (the served model's coarse classes),
-        else what is wrong: the valid names, and where a fine class or a miscased name was meant."""
-        valid = self.encoder.coarse_classes
+        """None when every name is a class of the served model (coarse or fine), else what is wrong:
+        the valid names, and the right spelling of a miscased one."""
+        coarse, fine = self.encoder.coarse_classes, self.encoder.fine_classes
+        valid = list(dict.fromkeys([*coarse, *fine]))
         for name in names or ():
             if name in valid:
                 continue
             fixed = next((c for c in valid if c.lower() == name.lower()), None)
-            if fixed is not None:
-                return f"unknown class {name!r}: did you mean {fixed!r}? Valid: {valid}"
-            parent = coarse_of(name) if name in self.encoder.fine_classes else None
-            if parent is not None:
-                return (f"{name!r} is a fine class; filters use the coarse classes ({name} is in {parent!r}). "
-                        f"Valid: {valid}")  # fmt: skip
-            return f"unknown class {name!r}. Valid: {valid}"
+            hint = f": did you mean {fixed!r}?" if fixed is not None else "."
+            return f"unknown class {name!r}{hint} Valid coarse classes: {coarse}; fine classes: {fine}"
         return None
 
+    def _levels(self, names: list[str]) -> tuple[list[str], list[str]]:
+        """Class filter names split into (coarse, fine). A name that is both (SNIa, TDE, ...) is coarse."""
+        coarse = [n for n in names if n in self.encoder.coarse_classes]
+        return coarse, [n for n in names if n not in coarse]
+
+    def _index_filters(self, filters: Filters) -> dict:
+        keys = None
+        if filters.classes is not None:
+            keys = keys_matching(self.index.class_names, *self._levels(filters.classes))
+        return filters.as_kwargs(keys)
+
+    def _sql_class(self, name: str | None) -> dict:
+        """The store's filter for one class name: ``label`` (coarse) or ``fine_label``."""
+        if name is None:
+            return {}
+        return {"label": name} if name in self.encoder.coarse_classes else {"fine_label": name}
+
     def probabilities(self, enc: Encoded, i: int) -> tuple[dict[str, float], dict[str, float]]:
-        """(coarse, fine) class probabilities of the i-th encoded light curve, by class name."""
-
-        def named(names: list[str], probs: np.ndarray | None) -> dict[str, float]:
-            return {} if probs is None else dict(zip(names, map(float, probs[i]), strict=True))
-
-        return named(self.encoder.coarse_classes, enc.coarse_probs), named(self.encoder.fine_classes, enc.fine_probs)
+        return class_probabilities(self.encoder, enc, i)
 
     # ---------------------------------------------------------------- ingest
     def ingest(self, lcs: list[LightCurve]) -> list[IngestedObjectResult]:
@@ -316,7 +325,8 @@ class Catalog:
             with self._sync_lock:
                 _, plan = self.store.ingest_merged(list(posted), prepare)
                 self.index.upsert(
-                    [lc.object_id for lc in plan.merged], plan.enc.vectors, labels=plan.labels,
+                    [lc.object_id for lc in plan.merged], plan.enc.vectors,
+                    labels=[class_key(f.label, f.fine_label) for f in plan.fingerprints],
                     anomaly_scores=plan.enc.anomaly.tolist(), last_jd=[float(lc.time[-1]) for lc in plan.merged],
                     n_detections=[len(lc) for lc in plan.merged],
                 )  # fmt: skip
@@ -325,7 +335,8 @@ class Catalog:
                 self._save_index_locked()
         return [
             IngestedObjectResult(lc.object_id, plan.new[lc.object_id], plan.duplicate[lc.object_id],
-                                 plan.dropped[lc.object_id], len(lc), plan.labels[i], float(plan.enc.anomaly[i]))
+                                 plan.dropped[lc.object_id], len(lc), plan.fingerprints[i].label,
+                                 float(plan.enc.anomaly[i]))
             for i, lc in enumerate(plan.merged)
         ]  # fmt: skip
 
@@ -352,12 +363,10 @@ class Catalog:
             raise LightCurveError(f"lightcurves[{position[plan.merged[i].object_id]}]", exc.message) from None
         objects, fingerprints = [], []
         for i, lc in enumerate(plan.merged):
-            coarse, _ = self.probabilities(plan.enc, i)
-            plan.labels.append(top_label(coarse))
+            fingerprints.append(fingerprint_row(self.encoder, plan.enc, i, lc.object_id))
             objects.append(ObjectState(object_id=lc.object_id, survey=lc.survey, ra=lc.ra, dec=lc.dec,
                                        known_label=lc.label))  # fmt: skip
-            fingerprints.append(FingerprintRow(lc.object_id, plan.enc.vectors[i], plan.labels[-1], coarse,
-                                               float(plan.enc.anomaly[i])))  # fmt: skip
+        plan.fingerprints = fingerprints
         histories = {lc.object_id: history_of(lc) for lc in plan.merged}
         return IngestBatch(objects, histories, self.version, fingerprints), plan
 
@@ -387,30 +396,33 @@ class Catalog:
         return v
 
     def search(self, vector: np.ndarray, k: int, filters: Filters, exclude: tuple[str, ...] = ()) -> list[dict]:
-        hits: list[Neighbor] = self.index.search(vector, k, exclude_ids=exclude, **filters.as_kwargs())
+        hits: list[Neighbor] = self.index.search(vector, k, exclude_ids=exclude, **self._index_filters(filters))
         return [self._hit(h) for h in hits]
 
     def _hit(self, h: Neighbor) -> dict:
         attrs = self.index.get_attributes(h.object_id) or {}
-        return {"object_id": h.object_id, "similarity": round(float(h.score), 6), "class": attrs.get("label"),
-                "anomaly_score": _finite(attrs.get("anomaly_score")), "n_detections": attrs.get("n_detections")}  # fmt: skip
+        key = attrs.get("label")
+        return {"object_id": h.object_id, "similarity": round(float(h.score), 6), "class": coarse_part(key),
+                "fine_class": fine_part(key), "anomaly_score": _finite(attrs.get("anomaly_score")),
+                "n_detections": attrs.get("n_detections")}  # fmt: skip
 
     def neighbors(self, object_id: str, k: int, filters: Filters) -> list[dict]:
         return self.search(self.vector_of(object_id), k, filters, exclude=(object_id,))
 
     def anomalies(self, limit: int, cursor: str | None, label: str | None, since: float | None):
-        return self.store.anomalies(model_version=self.version, limit=limit, cursor=cursor, label=label, since_jd=since)
+        return self.store.anomalies(model_version=self.version, limit=limit, cursor=cursor, since_jd=since,
+                                    **self._sql_class(label))  # fmt: skip
 
     def neighbors_many(self, object_ids: list[str], k: int, filters: Filters) -> list[list[dict]]:
         """:meth:`neighbors` of several objects in one index pass (UnknownObject names the first unknown)."""
         vectors = np.stack([self.vector_of(o) for o in object_ids])
-        hits = self.index.search_batch(vectors, k + 1, **filters.as_kwargs())
+        hits = self.index.search_batch(vectors, k + 1, **self._index_filters(filters))
         return [[self._hit(h) for h in row if h.object_id != oid][:k] for oid, row in zip(object_ids, hits, strict=True)]
 
     def list_objects(self, limit: int, cursor: str | None, label: str | None, since: float | None,
                      min_detections: int | None) -> tuple[list[ObjectState], str | None]:  # fmt: skip
-        return self.store.list_objects(model_version=self.version, limit=limit, cursor=cursor, label=label,
-                                       since_jd=since, min_detections=min_detections)  # fmt: skip
+        return self.store.list_objects(model_version=self.version, limit=limit, cursor=cursor, since_jd=since,
+                                       min_detections=min_detections, **self._sql_class(label))  # fmt: skip
 
     def delete(self, object_id: str) -> bool:
         """Delete an object from SQL (light curve, fingerprints of every version) and from this
@@ -456,6 +468,22 @@ class Catalog:
 def top_label(probs: dict[str, float]) -> str | None:
     """The most probable class, or None without probabilities."""
     return max(probs, key=probs.__getitem__) if probs else None
+
+
+def class_probabilities(encoder: Encoder, enc: Encoded, i: int) -> tuple[dict[str, float], dict[str, float]]:
+    """(coarse, fine) class probabilities of the i-th encoded light curve, by class name."""
+
+    def named(names: list[str], probs: np.ndarray | None) -> dict[str, float]:
+        return {} if probs is None else dict(zip(names, map(float, probs[i]), strict=True))
+
+    return named(encoder.coarse_classes, enc.coarse_probs), named(encoder.fine_classes, enc.fine_probs)
+
+
+def fingerprint_row(encoder: Encoder, enc: Encoded, i: int, object_id: str) -> FingerprintRow:
+    """The i-th encoded light curve as stored: fingerprint, coarse class and probabilities, anomaly
+    score, and the fine class (None for a model without a fine head)."""
+    coarse, fine = class_probabilities(encoder, enc, i)
+    return FingerprintRow(object_id, enc.vectors[i], top_label(coarse), coarse, float(enc.anomaly[i]), top_label(fine))
 
 
 def _nan_to_none(values: np.ndarray) -> list[float | None]:

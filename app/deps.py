@@ -6,8 +6,9 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader
 
 from app.bodies import BodyError, lightcurve_error_detail
 from app.catalog import Catalog
@@ -45,18 +46,25 @@ def _key_matches(given: str | None, *keys: str | None) -> bool:
     return any(hmac.compare_digest(given_b, k.encode()) for k in keys if k)
 
 
+# One security scheme for both keys: Swagger UI's "Authorize" button sets the header on every call
+API_KEY = APIKeyHeader(name="X-API-Key", scheme_name="APIKey", auto_error=False,
+                       description="RTF_API_KEY for writes; RTF_READ_API_KEY (or the write key) for the "
+                       "expensive reads when the service runs with one")  # fmt: skip
+ApiKeyDep = Annotated[str | None, Security(API_KEY)]
+
+
 def _secret(value) -> str | None:
     return value.get_secret_value() if value else None
 
 
-async def require_api_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(settings: SettingsDep, x_api_key: ApiKeyDep = None) -> None:
     """Write endpoints: when RTF_API_KEY is set, X-API-Key must match (constant-time compare)."""
     expected = _secret(settings.api_key)
     if expected and not _key_matches(x_api_key, expected):
         raise HTTPException(401, "missing or wrong X-API-Key", headers={"WWW-Authenticate": "APIKey"})
 
 
-async def require_read_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def require_read_key(settings: SettingsDep, x_api_key: ApiKeyDep = None) -> None:
     """Expensive reads (encoding, search by light curve, plots): when RTF_READ_API_KEY is set,
     X-API-Key must be it or the write key."""
     read_key = _secret(settings.read_api_key)

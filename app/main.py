@@ -14,14 +14,16 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app import problems
 from app.catalog import Catalog, seed_demo
 from app.deps import lightcurve_error
 from app.offload import Offload
-from app.routers import alerts, anomalies, encode, export, objects, service
+from app.routers import alerts, anomalies, apidocs, encode, export, objects, service, web
+from app.routers._docs import COMMON, ERRORS, TAGS
 from app.schemas import MAX_BATCH, LightCurveBatch
 from app.settings import Settings, get_settings
 from encoder.checkpoint import CheckpointError
@@ -37,6 +39,9 @@ and serves similarity search, classification and anomaly rankings over the catal
   container files of ZTF / LSST alert packets (`Content-Type: avro/binary`).
 * Write endpoints (`POST /v1/alerts`) need `X-API-Key` when the service runs with `RTF_API_KEY`.
 * Limits: {max_batch} light curves per request, bodies up to {max_mb} MiB, `k` <= 1000, pages <= 500.
+* Errors, on every route, are RFC 9457 problem details (`application/problem+json`, the `Problem`
+  schema): `detail` says what was wrong, and for 422 `errors` gives each field's path (`loc`).
+  Any route may also answer {common}.
 """
 
 
@@ -64,7 +69,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await _refuse(413, f"request body larger than {self.max_bytes} bytes", send)
+            return await _refuse(413, f"request body larger than {self.max_bytes} bytes", scope, send)
         seen, complete = 0, False
         deadline = time.monotonic() + self.timeout
 
@@ -86,9 +91,9 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except* _BodyTooLarge:  # except*: raised inside a task group it arrives in an ExceptionGroup
-            await _refuse(413, f"request body larger than {self.max_bytes} bytes", send)
+            await _refuse(413, f"request body larger than {self.max_bytes} bytes", scope, send)
         except* _BodyTimeout:
-            await _refuse(408, f"request body not received within {self.timeout:g} s", send)
+            await _refuse(408, f"request body not received within {self.timeout:g} s", scope, send)
 
 
 class RequestMetrics:
@@ -135,9 +140,8 @@ class RefuseNul:
                 pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
                 loc = ["query", next((k for k, v in pairs if "\x00" in k + v), "")]
             if loc is not None:
-                resp = JSONResponse({"detail": [{"loc": loc, "msg": "must not contain NUL", "type": "value_error"}]},
-                                    status_code=422)  # fmt: skip
-                return await resp(scope, receive, send)
+                errors = [{"loc": loc, "msg": "must not contain NUL", "type": "value_error"}]
+                return await problems.validation_problem(errors, scope["path"])(scope, receive, send)
         await self.app(scope, receive, send)
 
 
@@ -161,8 +165,8 @@ class RateLimit:
         if tokens < 1.0:
             self.buckets[client] = (tokens, now)
             retry = max(1, math.ceil((1.0 - tokens) / self.rate))
-            resp = JSONResponse({"detail": f"more than {self.rate:g} requests a second from {client}"},
-                                status_code=429, headers={"Retry-After": str(retry)})  # fmt: skip
+            resp = problems.problem(429, f"more than {self.rate:g} requests a second from {client}",
+                                    instance=scope["path"], headers={"Retry-After": str(retry)})  # fmt: skip
             return await resp(scope, receive, send)
         self.buckets[client] = (tokens - 1.0, now)
         if len(self.buckets) > 100_000:  # forget idle clients: a full bucket is the default anyway
@@ -178,9 +182,9 @@ class _BodyTimeout(Exception):
     pass
 
 
-async def _refuse(status: int, detail: str, send: Send) -> None:
+async def _refuse(status: int, detail: str, scope: Scope, send: Send) -> None:
     """Answer ``status`` and close the connection: the rest of the body is not read."""
-    resp = JSONResponse({"detail": detail}, status_code=status, headers={"Connection": "close"})
+    resp = problems.problem(status, detail, instance=scope["path"], headers={"Connection": "close"})
     await resp({"type": "http"}, None, send)  # type: ignore[arg-type]
 
 
@@ -214,38 +218,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="RTF — Real-Time Fingerprints",
         version="0.1.0",
         description=DESCRIPTION.format(
-            max_batch=min(settings.max_batch, MAX_BATCH), max_mb=settings.max_body_bytes // 2**20
+            max_batch=min(settings.max_batch, MAX_BATCH), max_mb=settings.max_body_bytes // 2**20,
+            common=", ".join(f"{code} ({why})" for code, why in COMMON.items()),
         ),  # fmt: skip
         lifespan=lifespan,
+        docs_url=None,  # served by app.routers.apidocs, with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.catalog = None
-    for r in (encode.router, alerts.router, objects.router, anomalies.router, export.router, service.router):
+    for r in (encode.router, alerts.router, objects.router, anomalies.router, export.router, service.router, web.router):
         app.include_router(r)
+    apidocs.mount(app)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "value_error")}
-                  for e in exc.errors()]  # fmt: skip
-        return JSONResponse({"detail": detail}, status_code=422)
+    app.add_exception_handler(StarletteHTTPException, problems.http_exception)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, problems.request_validation)  # type: ignore[arg-type]
 
     @app.exception_handler(LightCurveError)
-    async def lightcurve_error_handler(_: Request, exc: LightCurveError) -> JSONResponse:
-        return await validation_error(_, lightcurve_error(exc))
+    async def lightcurve_error_handler(request: Request, exc: LightCurveError) -> problems.ProblemResponse:
+        return await problems.request_validation(request, lightcurve_error(exc))
 
     @app.exception_handler(CheckpointError)
-    async def checkpoint_error(_: Request, exc: CheckpointError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+    async def checkpoint_error(request: Request, exc: CheckpointError) -> problems.ProblemResponse:
+        return problems.problem(503, str(exc), instance=request.url.path)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> problems.ProblemResponse:
+        """A bug: logged by the server (the traceback), answered in the one error format."""
+        return problems.problem(500, f"internal error ({type(exc).__name__}); the server log has the traceback",
+                                instance=request.url.path)  # fmt: skip
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes, tags=TAGS)  # fmt: skip
             body = LightCurveBatch.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(body.pop("$defs", {}))
             components["LightCurveBatch"] = body
-            app.openapi_schema = schema
+            schema = _problem_responses(schema)
+            catalog = app.state.catalog
+            if catalog is None:  # loading: answer without the served version's example, and build again later
+                return schema
+            app.openapi_schema = _version_examples(schema, catalog.version)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -254,6 +270,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RateLimit, rate=settings.rate_limit)  # type: ignore[arg-type]
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)  # type: ignore[arg-type]
     return app
+
+
+def _problem_responses(schema: dict) -> dict:
+    """Every 4xx/5xx answer of every operation is a ``Problem`` (``application/problem+json``),
+    FastAPI's generated 422 (``HTTPValidationError``) included."""
+    components = schema["components"]["schemas"]
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["Problem"] = problems.PROBLEM_SCHEMA
+    content = {problems.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for operations in schema["paths"].values():
+        for op in operations.values():
+            for code, response in op.get("responses", {}).items():
+                if code[0] in "45":
+                    response["content"] = content
+                    if response.get("description") == "Validation Error":
+                        response["description"] = ERRORS[422]["description"]
+    return schema
+
+
+def _version_examples(schema: dict, version: str) -> dict:
+    """The served model version as the example of every ``{version}`` path parameter ("Try it out" works)."""
+    for operations in schema["paths"].values():
+        for op in operations.values():
+            for param in op.get("parameters", []):
+                if param["name"] == "version" and param["in"] == "path":
+                    param["schema"]["examples"] = [version]
+    return schema
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from app.catalog import stored_lightcurve, top_label
+from app.catalog import fingerprint_row, stored_lightcurve
 from encoder.checkpoint import load_checkpoint
 from encoder.inference import Encoder
 from indexing.persistence import file_sha256
@@ -52,14 +52,12 @@ def fingerprint_rows(encoder: Encoder, stored: dict[str, StoredObject]) -> list[
     if not lcs:
         return []
     enc = encoder.encode(lcs)
-    names = encoder.coarse_classes
     rows = []
     for i, lc in enumerate(lcs):
         if not np.isfinite(enc.vectors[i]).all():  # the service refuses such light curves at ingest
             log.warning("%s: fingerprint not finite under %s; left stale", lc.object_id, encoder.version)
             continue
-        probs = {} if enc.coarse_probs is None else dict(zip(names, map(float, enc.coarse_probs[i]), strict=True))
-        rows.append(FingerprintRow(lc.object_id, enc.vectors[i], top_label(probs), probs, float(enc.anomaly[i])))
+        rows.append(fingerprint_row(encoder, enc, i, lc.object_id))
     return rows
 
 

@@ -9,6 +9,8 @@ from encoder.jsonform import _EXAMPLE, LightCurveIn
 from encoder.lightcurve import MJD_OFFSET
 
 MAX_BATCH = 1000
+CLASS_HELP = ("a coarse class (SNIa, SNcc, CV, ...) or a fine one (SNII, SNIIn, KN, ...); a name that is both "
+              "is the coarse class; GET /v1/models lists them")  # fmt: skip
 
 
 class LightCurveBatch(BaseModel):
@@ -53,7 +55,8 @@ class ObjectSummary(BaseModel):
     last_jd: float | None
     n_detections: int
     label: str | None = Field(None, description="predicted coarse class")
-    probabilities: dict[str, float] = Field(default_factory=dict)
+    fine_label: str | None = Field(None, description="predicted fine class")
+    probabilities: dict[str, float] = Field(default_factory=dict, description="coarse class probabilities")
     anomaly_score: float | None
     known_label: str | None = Field(None, description="class given at ingest, if any")
 
@@ -91,6 +94,7 @@ class Neighbor(BaseModel):
     object_id: str
     similarity: float = Field(..., description="cosine similarity of the fingerprints")
     class_: str | None = Field(None, alias="class", description="predicted coarse class")
+    fine_class: str | None = Field(None, description="predicted fine class")
     anomaly_score: float | None = None
     n_detections: int | None = None
 
@@ -106,7 +110,7 @@ class NeighborQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     k: int = Field(10, ge=1, le=1000)
-    classes: list[str] | None = Field(None, max_length=32, description="only these predicted coarse classes")
+    classes: list[str] | None = Field(None, max_length=32, description=f"only these predicted classes: {CLASS_HELP}")
     anomaly_min: float | None = Field(None, description="only anomaly scores at least this")
     anomaly_max: float | None = Field(None, description="only anomaly scores at most this")
     since: float | None = Field(None, description="last detection at or after this JD")
@@ -114,6 +118,8 @@ class NeighborQuery(BaseModel):
 
 
 class NeighborsRequest(NeighborQuery):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"object_ids": ["synztf2026_0000017", "synztf2026_0000018"], "k": 3}]})  # fmt: skip
     object_ids: list[str] = Field(..., min_length=1, max_length=100, description="stored objects (at most 100)")
 
 
@@ -130,7 +136,7 @@ class NeighborsBatchResponse(BaseModel):
 class SearchRequest(NeighborQuery):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"lightcurve": _EXAMPLE, "k": 5}, {"vector": [0.1] * 8, "k": 5}]},
+        json_schema_extra={"examples": [{"lightcurve": _EXAMPLE, "k": 5}]},
     )
     lightcurve: LightCurveIn | None = Field(None, description="search by a light curve ...")
     vector: list[float] | None = Field(None, description="... or by a fingerprint (the model's dim)", max_length=4096)
@@ -153,7 +159,8 @@ class ClassifyResponse(BaseModel):
 class AnomalyItem(BaseModel):
     object_id: str
     score: float
-    label: str | None
+    label: str | None = Field(None, description="predicted coarse class")
+    fine_label: str | None = Field(None, description="predicted fine class")
     n_detections: int
     last_jd: float | None
 

@@ -102,7 +102,8 @@ class FingerprintRecord(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     dim: Mapped[int] = mapped_column(Integer)
-    label: Mapped[str | None] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(64))  # the coarse class
+    fine_label: Mapped[str | None] = mapped_column(String(64))
     probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON(none_as_null=True))
     anomaly_score: Mapped[float | None] = mapped_column(Float)
     source_revision: Mapped[int | None] = mapped_column(Integer)

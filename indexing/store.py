@@ -43,6 +43,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
+from indexing.classes import class_key
 from indexing.history import History
 from indexing.models import (
     OBJECT_ID_MAX,
@@ -88,7 +89,8 @@ class ObjectState:
     first_jd: float | None = None
     last_jd: float | None = None
     n_detections: int = 0
-    label: str | None = None  # output only: the version's predicted class
+    label: str | None = None  # output only: the version's predicted (coarse) class
+    fine_label: str | None = None  # output only: its predicted fine class
     probabilities: dict[str, float] = field(default_factory=dict)  # output only
     anomaly_score: float | None = None  # output only
     known_label: str | None = None
@@ -101,9 +103,10 @@ class FingerprintRow:
 
     object_id: str
     vector: np.ndarray
-    label: str | None = None
+    label: str | None = None  # coarse class
     probabilities: dict[str, float] | None = None
     anomaly_score: float | None = None
+    fine_label: str | None = None
 
 
 @dataclass(slots=True)
@@ -156,7 +159,7 @@ class FingerprintBatch:
 
     object_ids: list[str]
     vectors: np.ndarray  # (n, dim) float32
-    labels: list[str | None]
+    labels: list[str | None]  # class keys (indexing.classes): coarse and fine class in one string
     anomaly_score: np.ndarray  # (n,) float64
     last_jd: np.ndarray  # (n,) float64
     n_detections: np.ndarray  # (n,) int64
@@ -310,7 +313,7 @@ class _Rows:
                 raise ValueError(f"non-finite fingerprint for {fp.object_id!r}")
             self.fingerprints.append({
                 "object_id": fp.object_id, "model_version": batch.model_version, "vector": v.tobytes(),
-                "dim": int(v.shape[0]), "label": fp.label,
+                "dim": int(v.shape[0]), "label": fp.label, "fine_label": fp.fine_label,
                 "probabilities": {k: float(x) for k, x in fp.probabilities.items()} if fp.probabilities else None,
                 "anomaly_score": _f(fp.anomaly_score), "source_revision": None, "revision": 1,
                 "created_at": now, "updated_at": now,
@@ -351,7 +354,8 @@ class FingerprintScan:
         try:
             while True:
                 q = (
-                    select(f.id, f.object_id, f.vector, f.dim, f.label, f.anomaly_score, o.last_jd, o.n_detections)
+                    select(f.id, f.object_id, f.vector, f.dim, f.label, f.anomaly_score, o.last_jd, o.n_detections,
+                           f.fine_label)
                     .join_from(FingerprintRecord.__table__, ObjectRecord.__table__, f.object_id == o.object_id)
                     .where(f.model_version == self.model_version, f.id > last)
                     .order_by(f.id)
@@ -371,7 +375,7 @@ class FingerprintScan:
                 yield FingerprintBatch(
                     object_ids=[r[1] for r in rows],
                     vectors=vectors.astype(np.float32, copy=False),
-                    labels=[r[4] for r in rows],
+                    labels=[class_key(r[4], r[8]) for r in rows],
                     anomaly_score=np.array([_nan(r[5]) for r in rows], dtype=np.float64),
                     last_jd=np.array([_nan(r[6]) for r in rows], dtype=np.float64),
                     n_detections=np.array([r[7] or 0 for r in rows], dtype=np.int64),
@@ -531,7 +535,7 @@ class Store:
                     continue
                 values.append(r | {"source_revision": rev})
             ins = self._insert(f_t)
-            changing = ("vector", "dim", "label", "probabilities", "anomaly_score", "source_revision")
+            changing = ("vector", "dim", "label", "fine_label", "probabilities", "anomaly_score", "source_revision")
             # only fingerprints that really change are written (and get a new revision); JSON has no
             # equality in PostgreSQL, so the probabilities compare as text
             differs = [cast(f_t.c[c], Text).is_distinct_from(cast(ins.excluded[c], Text)) if c == "probabilities"
@@ -587,11 +591,11 @@ class Store:
     # ----------------------------------------------------------------- reads
     @staticmethod
     def _state(r, prediction=None) -> ObjectState:
-        label, probabilities, score = prediction if prediction is not None else (None, None, None)
+        label, probabilities, score, fine = prediction if prediction is not None else (None, None, None, None)
         return ObjectState(
             object_id=r.object_id, survey=r.survey, ra=r.ra, dec=r.dec, first_jd=r.first_jd, last_jd=r.last_jd,
             n_detections=r.n_detections, label=label, probabilities=dict(probabilities or {}), anomaly_score=score,
-            known_label=r.known_label, updated_at=_aware(r.updated_at),
+            fine_label=fine, known_label=r.known_label, updated_at=_aware(r.updated_at),
         )  # fmt: skip
 
     def _read_objects(self, conn, ids: Sequence[str]) -> dict[str, StoredObject]:
@@ -623,7 +627,7 @@ class Store:
                 rows = {r.object_id: r for r in conn.execute(select(o_t).where(o_t.c.object_id.in_(list(part))))}
                 preds: dict[str, tuple] = {}
                 if model_version is not None and rows:
-                    q = select(f.object_id, f.label, f.probabilities, f.anomaly_score).where(
+                    q = select(f.object_id, f.label, f.probabilities, f.anomaly_score, f.fine_label).where(
                         f.model_version == model_version, f.object_id.in_(list(rows))
                     )
                     preds = {r[0]: tuple(r[1:]) for r in conn.execute(q)}
@@ -673,6 +677,7 @@ class Store:
         limit: int = 50,
         cursor: str | None = None,
         label: str | None = None,
+        fine_label: str | None = None,
         since_jd: float | None = None,
     ) -> tuple[list[ObjectState], str | None]:
         """Objects ranked by the anomaly score of ``model_version`` desc, object_id asc (objects
@@ -680,19 +685,21 @@ class Store:
 
         ``cursor`` is the opaque string returned by the previous page (None for the first);
         the second value is the next page's cursor, None on the last page. Keyset paging:
-        pages never skip or repeat rows while the rows don't change. Filters: ``label``
-        (predicted class), ``since_jd`` (last_jd >= since_jd).
+        pages never skip or repeat rows while the rows don't change. Filters: ``label`` and
+        ``fine_label`` (predicted coarse and fine class), ``since_jd`` (last_jd >= since_jd).
         """
         if limit <= 0:
             raise ValueError("limit must be positive")
         o_t, f = ObjectRecord.__table__, FingerprintRecord.__table__.c
         q = (
-            select(o_t, f.label.label("p_label"), f.probabilities.label("p_probs"), f.anomaly_score.label("p_score"))
+            select(o_t, f.label.label("p_label"), f.probabilities.label("p_probs"), f.anomaly_score.label("p_score"), f.fine_label.label("p_fine"))
             .join_from(FingerprintRecord.__table__, o_t, f.object_id == o_t.c.object_id)
             .where(f.model_version == model_version, f.anomaly_score.is_not(None))
         )
         if label is not None:
             q = q.where(f.label == label)
+        if fine_label is not None:
+            q = q.where(f.fine_label == fine_label)
         if since_jd is not None:
             q = q.where(o_t.c.last_jd >= float(since_jd))
         if cursor:
@@ -701,7 +708,7 @@ class Store:
         q = q.order_by(f.anomaly_score.desc(), f.object_id.asc()).limit(limit + 1)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        page = [self._state(r, (r.p_label, r.p_probs, r.p_score)) for r in rows[:limit]]
+        page = [self._state(r, (r.p_label, r.p_probs, r.p_score, r.p_fine)) for r in rows[:limit]]
         nxt = _encode_cursor(page[-1].anomaly_score, page[-1].object_id) if len(rows) > limit else None
         return page, nxt
 
@@ -712,20 +719,24 @@ class Store:
         limit: int = 100,
         cursor: str | None = None,
         label: str | None = None,
+        fine_label: str | None = None,
         since_jd: float | None = None,
         min_detections: int | None = None,
     ) -> tuple[list[ObjectState], str | None]:
         """Objects by id, with the predictions of ``model_version``; keyset paging by object id
         (``cursor``: the previous page's, None for the first; the second value is the next page's).
-        Filters: ``label`` (predicted class), ``since_jd`` (last_jd >= it), ``min_detections``."""
+        Filters: ``label`` and ``fine_label`` (predicted coarse and fine class), ``since_jd`` (last_jd >= it),
+        ``min_detections``."""
         if limit <= 0:
             raise ValueError("limit must be positive")
         o_t, f = ObjectRecord.__table__, FingerprintRecord.__table__.c
         q = select(o_t, f.label.label("p_label"), f.probabilities.label("p_probs"),
-                   f.anomaly_score.label("p_score")).outerjoin(
+                   f.anomaly_score.label("p_score"), f.fine_label.label("p_fine")).outerjoin(
             FingerprintRecord.__table__, and_(f.object_id == o_t.c.object_id, f.model_version == model_version))  # fmt: skip
         if label is not None:
             q = q.where(f.label == label)
+        if fine_label is not None:
+            q = q.where(f.fine_label == fine_label)
         if since_jd is not None:
             q = q.where(o_t.c.last_jd >= float(since_jd))
         if min_detections is not None:
@@ -735,7 +746,7 @@ class Store:
         q = q.order_by(o_t.c.object_id).limit(limit + 1)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        page = [self._state(r, (r.p_label, r.p_probs, r.p_score)) for r in rows[:limit]]
+        page = [self._state(r, (r.p_label, r.p_probs, r.p_score, r.p_fine)) for r in rows[:limit]]
         nxt = _encode_id_cursor(page[-1].object_id) if len(rows) > limit else None
         return page, nxt
 
@@ -746,7 +757,7 @@ class Store:
         (indexed) and ra (wrapping at 0/360; none near a pole); the exact great-circle distance decides."""
         o_t, f = ObjectRecord.__table__, FingerprintRecord.__table__.c
         q = (
-            select(o_t, f.label.label("p_label"), f.probabilities.label("p_probs"), f.anomaly_score.label("p_score"))
+            select(o_t, f.label.label("p_label"), f.probabilities.label("p_probs"), f.anomaly_score.label("p_score"), f.fine_label.label("p_fine"))
             .outerjoin(FingerprintRecord.__table__,
                        and_(f.object_id == o_t.c.object_id, f.model_version == model_version))
             .where(o_t.c.dec >= dec - radius_deg, o_t.c.dec <= dec + radius_deg, o_t.c.ra.is_not(None))
@@ -769,7 +780,7 @@ class Store:
         hav = np.sin((r_dec - dec0) / 2) ** 2 + math.cos(dec0) * np.cos(r_dec) * np.sin((r_ra - ra0) / 2) ** 2
         sep = np.degrees(2 * np.arcsin(np.sqrt(np.clip(hav, 0.0, 1.0))))
         order = [i for i in np.argsort(sep, kind="stable") if sep[i] <= radius_deg][:limit]
-        return [(self._state(rows[i], (rows[i].p_label, rows[i].p_probs, rows[i].p_score)), float(sep[i]))
+        return [(self._state(rows[i], (rows[i].p_label, rows[i].p_probs, rows[i].p_score, rows[i].p_fine)), float(sep[i]))
                 for i in order]  # fmt: skip
 
     # ----------------------------------------------------------------- change tracking

@@ -47,8 +47,9 @@ def as_json(lcs) -> dict:
 
 class Server:
     def __init__(self, env: dict[str, str], *, port: int | None = None, log_path: Path | None = None,
-                 ready_timeout: float = 180.0, cwd: Path = ROOT):  # fmt: skip
+                 ready_timeout: float = 180.0, cwd: Path = ROOT, script: str | None = None):  # fmt: skip
         self.env = {k: str(v) for k, v in env.items()}
+        self.script = script  # e.g. "scripts/serve.sh": run it (with RTF_HOST/RTF_PORT) instead of app.server
         self.cwd = cwd  # the checkout whose app runs (benchmarks/ab_latency.py compares two)
         self.port = port or free_port()
         self.log_path = Path(log_path or tempfile.mkstemp(prefix="rtf-server-", suffix=".log")[1])
@@ -65,10 +66,13 @@ class Server:
         env |= {"RTF_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
         env |= self.env
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        command = [PYTHON, "-m", "app.server", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.script is not None:
+            command = ["bash", self.script]
+            env |= {"RTF_HOST": "127.0.0.1", "RTF_PORT": str(self.port)}
         try:
             self.proc = subprocess.Popen(
-                [PYTHON, "-m", "app.server", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--log-level", "info"],
+                [*command, "--log-level", "info"],
                 cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         finally:

@@ -152,7 +152,7 @@ def test_bad_input_gets_a_4xx_naming_the_problem(client):
     bad = copy.deepcopy(EXAMPLE)
     bad["detections"][2]["mag_err"] = 0
     r = client.post("/v1/alerts", json={"lightcurves": [bad]})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "mag_err"
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"][-1] == "mag_err"
     r = client.post("/v1/fingerprints", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 422
     r = client.post("/v1/alerts", content=b"Obj\x01garbage", headers={"Content-Type": "avro/binary"})

@@ -232,14 +232,13 @@ def _counts(client) -> tuple[int, int, int]:
 
 
 def _names_the_problem(body: object, needle: str) -> bool:
-    """``detail`` is a message, or a list of {loc, msg}; the needle is in it (case-insensitive)."""
-    assert isinstance(body, dict) and "detail" in body, body
-    detail = body["detail"]
-    if isinstance(detail, list):
-        assert detail and all({"loc", "msg"} <= set(e) and e["msg"] for e in detail), detail
-    else:
-        assert isinstance(detail, str) and detail
-    return needle.lower() in json.dumps(detail, ensure_ascii=False).lower()
+    """An RFC 9457 problem whose ``detail`` (or, for 422, one of its ``errors``) holds the needle
+    (case-insensitive); each field error has a path and a message."""
+    assert isinstance(body, dict) and {"type", "title", "status", "detail"} <= set(body), body
+    assert isinstance(body["detail"], str) and body["detail"], body
+    errors = body.get("errors", [])
+    assert all({"loc", "msg"} <= set(e) and e["msg"] for e in errors), errors
+    return needle.lower() in json.dumps([body["detail"], errors], ensure_ascii=False).lower()
 
 
 @pytest.mark.parametrize("name,oids,body,headers,statuses,needle", CASES, ids=[c[0] for c in CASES])
@@ -306,7 +305,7 @@ def test_odd_but_valid_object_ids_are_stored_verbatim(client):
         assert nb.status_code == 200 and len(nb.json()["neighbors"]) == 3
     assert _counts(client)[0] == before_objects + len(odd)  # the tables are still there, and grew by exactly these
     r = client.get("/v1/anomalies", params={"class": SQLI})  # a class name is data too: unknown, refused
-    assert r.status_code == 422 and "unknown class" in r.json()["detail"][0]["msg"]
+    assert r.status_code == 422 and "unknown class" in r.json()["errors"][0]["msg"]
 
 
 def _some_object(client) -> str:

@@ -188,7 +188,7 @@ def test_large_bodies_decoded_in_the_worker_give_the_same_answers(client):
     det[err] = -1
     r = client.post("/v1/fingerprints", json=bad)
     assert r.status_code == 422
-    assert r.json()["detail"][0]["loc"] == ["body", "lightcurves", 200, "detections", 1, err], r.text
+    assert r.json()["errors"][0]["loc"] == ["body", "lightcurves", 200, "detections", 1, err], r.text
 
 
 @pytest.mark.parametrize("query", [{"class": "\x00"}, {"cursor": "\x00"}, {"since": "\x00"}])
@@ -196,7 +196,7 @@ def test_nul_in_a_query_string_is_a_422_naming_the_parameter(client, query):
     for path in ("/v1/anomalies", "/v1/objects/x/neighbors"):
         r = client.get(path, params=query)
         assert r.status_code == 422, (path, r.text)
-        assert r.json()["detail"][0]["loc"] == ["query", next(iter(query))]
+        assert r.json()["errors"][0]["loc"] == ["query", next(iter(query))]
 
 
 @pytest.mark.parametrize("payload", [["Infinity", "a"], [0.5, {}], [0.5, "a\x00b"], [True, "a"], [0.5, ""]])
@@ -214,7 +214,7 @@ def test_a_label_with_nul_is_refused_and_nothing_is_stored(client):
         {"jd": 2459000.5, "band": "g", "mag": 19.0, "mag_err": 0.1}]}]}  # fmt: skip
     before = _alerts_in_sql(client)
     r = client.post("/v1/alerts", json=body)
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "label", r.text
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"][-1] == "label", r.text
     assert _alerts_in_sql(client) == before
     assert client.get("/v1/objects/nul-label").status_code == 404
 
@@ -275,7 +275,7 @@ def test_extreme_values_are_refused_or_round_trip(client, name, detections):
 def test_the_issues_cases_end_as_documented(client):
     r = client.post("/v1/alerts", json={"lightcurves": [{"object_id": "x-ra", "ra": 360.0, "dec": 1.0,
                                                           "detections": [_DET]}]})  # fmt: skip
-    assert r.status_code == 422 and "ra" in r.json()["detail"][0]["loc"]
+    assert r.status_code == 422 and "ra" in r.json()["errors"][0]["loc"]
     r = client.post("/v1/alerts", json={"lightcurves": [{"object_id": "x-close", "detections": [
         _DET | {"jd": 2459000.5 + i * 1e-7} for i in range(3)]}]})  # fmt: skip
     assert r.json()["new_alerts"] == 3 == len(_stored_alerts(client, "x-close"))

@@ -11,7 +11,7 @@ from app.schemas import IngestedObject, IngestResponse
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
 
-@router.post("/alerts", response_model=IngestResponse, dependencies=[Depends(require_api_key)],
+@router.post("/alerts", summary="Ingest alerts", response_model=IngestResponse, dependencies=[Depends(require_api_key)],
              openapi_extra=LIGHTCURVE_BODY, responses=errors(401, 413, 415, 422))  # fmt: skip
 async def ingest_alerts(
     request: Request, catalog: CatalogDep, lcs: LightCurvesDep, offload: OffloadDep

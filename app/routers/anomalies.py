@@ -15,7 +15,7 @@ EXAMPLE = {"items": [{"object_id": "synztf2026_0000412", "score": 0.97, "label":
                       "last_jd": 2460412.8}], "next_cursor": "eyJzIjogMC45NywgIm8iOiAic3luenRmIn0="}  # fmt: skip
 
 
-@router.get("/anomalies", response_model=AnomaliesResponse,
+@router.get("/anomalies", summary="Anomaly ranking", response_model=AnomaliesResponse,
             responses={**errors(422), 200: {"content": {"application/json": {"example": EXAMPLE}}}})  # fmt: skip
 def anomalies(
     catalog: CatalogDep,
@@ -32,6 +32,6 @@ def anomalies(
         page, nxt = catalog.anomalies(min(limit, settings.max_page), cursor, label, since)
     except ValueError as exc:
         raise HTTPException(422, f"cursor: {exc}") from None
-    items = [AnomalyItem(object_id=s.object_id, score=s.anomaly_score, label=s.label, n_detections=s.n_detections,
-                         last_jd=s.last_jd) for s in page]  # fmt: skip
+    items = [AnomalyItem(object_id=s.object_id, score=s.anomaly_score, label=s.label, fine_label=s.fine_label,
+                         n_detections=s.n_detections, last_jd=s.last_jd) for s in page]  # fmt: skip
     return AnomaliesResponse(items=items, next_cursor=nxt)

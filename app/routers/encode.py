@@ -12,7 +12,7 @@ from app.schemas import ClassifyResponse, Fingerprint, FingerprintsResponse, Pre
 router = APIRouter(prefix="/v1", tags=["encode"])
 
 
-@router.post("/fingerprints", response_model=FingerprintsResponse, openapi_extra=LIGHTCURVE_BODY,
+@router.post("/fingerprints", summary="Fingerprint light curves", response_model=FingerprintsResponse, openapi_extra=LIGHTCURVE_BODY,
              dependencies=[Depends(require_read_key)], responses=errors(401, 413, 415, 422))  # fmt: skip
 async def fingerprints(request: Request, catalog: CatalogDep, lcs: LightCurvesDep) -> FingerprintsResponse:
     """The fingerprint of each posted light curve (nothing is stored)."""
@@ -23,7 +23,7 @@ async def fingerprints(request: Request, catalog: CatalogDep, lcs: LightCurvesDe
     )  # fmt: skip
 
 
-@router.post("/classify", response_model=ClassifyResponse, openapi_extra=LIGHTCURVE_BODY,
+@router.post("/classify", summary="Classify light curves", response_model=ClassifyResponse, openapi_extra=LIGHTCURVE_BODY,
              dependencies=[Depends(require_read_key)], responses=errors(401, 413, 415, 422))  # fmt: skip
 async def classify(request: Request, catalog: CatalogDep, lcs: LightCurvesDep) -> ClassifyResponse:
     """Class probabilities (coarse and fine) and the anomaly score of each posted light curve."""

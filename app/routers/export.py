@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from app.catalog import Catalog
 from app.deps import CatalogDep, require_read_key
 from app.routers._docs import errors
+from indexing.classes import coarse_part, fine_part
 
 router = APIRouter(prefix="/v1", tags=["export"])
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -39,7 +40,7 @@ def arrow_batches(catalog: Catalog, batch_size: int = 50_000) -> Iterator[bytes]
     """The stream's bytes: one record batch per ``batch_size`` fingerprints, from one SQL snapshot."""
     dim = catalog.encoder.dim
     schema = pa.schema([("object_id", pa.string()), ("fingerprint", pa.list_(pa.float32(), dim)),
-                        ("label", pa.string()), ("anomaly_score", pa.float64()), ("last_jd", pa.float64()),
+                        ("label", pa.string()), ("fine_label", pa.string()), ("anomaly_score", pa.float64()), ("last_jd", pa.float64()),
                         ("n_detections", pa.int64())],
                        metadata={"model": catalog.version})  # fmt: skip
     sink = _Chunks()
@@ -49,13 +50,13 @@ def arrow_batches(catalog: Catalog, batch_size: int = 50_000) -> Iterator[bytes]
             for b in scan:
                 vectors = pa.FixedSizeListArray.from_arrays(pa.array(b.vectors.reshape(-1), pa.float32()), dim)
                 writer.write_batch(pa.record_batch(
-                    [pa.array(b.object_ids, pa.string()), vectors, pa.array(b.labels, pa.string()),
-                     pa.array(b.anomaly_score), pa.array(b.last_jd), pa.array(b.n_detections)], schema=schema))  # fmt: skip
+                    [pa.array(b.object_ids, pa.string()), vectors, pa.array(map(coarse_part, b.labels), pa.string()),
+                     pa.array(map(fine_part, b.labels), pa.string()), pa.array(b.anomaly_score), pa.array(b.last_jd), pa.array(b.n_detections)], schema=schema))  # fmt: skip
                 yield sink.take()
     yield sink.take()
 
 
-@router.get("/export/fingerprints", response_class=StreamingResponse, dependencies=[Depends(require_read_key)],
+@router.get("/export/fingerprints", summary="Export fingerprints", response_class=StreamingResponse, dependencies=[Depends(require_read_key)],
             responses={**errors(401), 200: {"content": {ARROW_STREAM: {}}, "description":
                        "Arrow IPC stream: object_id, fingerprint (float32 x dim), label, anomaly_score, last_jd, "
                        "n_detections; the model version in the schema metadata"}})  # fmt: skip

@@ -22,6 +22,7 @@ from app.deps import (
 from app.routers._docs import errors
 from app.routers._params import ClassName, Cursor, MinDetections, PageSize, Since
 from app.schemas import (
+    CLASS_HELP,
     ConeMatch,
     ConeResponse,
     NeighborQuery,
@@ -67,7 +68,7 @@ def _unknown(object_id: str) -> HTTPException:
     return HTTPException(404, f"unknown object {object_id!r}")
 
 
-@router.get("/objects", response_model=ObjectsPage, responses=errors(422))
+@router.get("/objects", summary="List objects", response_model=ObjectsPage, responses=errors(422))
 def list_objects(
     catalog: CatalogDep,
     settings: SettingsDep,
@@ -87,13 +88,16 @@ def list_objects(
     return ObjectsPage(items=[ObjectSummary(**{k: getattr(s, k) for k in fields}) for s in page], next_cursor=nxt)
 
 
-@router.get("/cone", response_model=ConeResponse, responses=errors(422))
+@router.get("/cone", summary="Cone search", response_model=ConeResponse, responses=errors(422))
 def cone(
     catalog: CatalogDep,
     settings: SettingsDep,
-    ra: Annotated[float, Query(ge=0, lt=360, description="right ascension of the centre, degrees")],
-    dec: Annotated[float, Query(ge=-90, le=90, description="declination of the centre, degrees")],
-    radius: Annotated[float, Query(gt=0, le=3600, description="radius in arcsec (at most 1 degree)")],
+    ra: Annotated[float, Query(ge=0, lt=360, description="right ascension of the centre, degrees",
+                               examples=[176.4842])],
+    dec: Annotated[float, Query(ge=-90, le=90, description="declination of the centre, degrees",
+                                examples=[58.6308])],
+    radius: Annotated[float, Query(gt=0, le=3600, description="radius in arcsec (at most 1 degree)",
+                                   examples=[10.0])],
     limit: Annotated[int, Query(ge=1, le=500, description="at most this many, nearest first")] = 100,
 ) -> ConeResponse:
     """Objects within `radius` arcsec of (ra, dec), nearest first, using the coordinates stored from
@@ -104,7 +108,7 @@ def cone(
                                for s, sep in found])  # fmt: skip
 
 
-@router.delete("/objects/{object_id}", status_code=204, response_class=Response, dependencies=[Depends(require_api_key)],
+@router.delete("/objects/{object_id}", summary="Delete an object", status_code=204, response_class=Response, dependencies=[Depends(require_api_key)],
                responses=errors(401, 404))  # fmt: skip
 async def delete_object(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep) -> Response:
     """Delete an object: its row, light curve and fingerprints of every version (SQL), and its index entry."""
@@ -113,7 +117,7 @@ async def delete_object(object_id: ObjectId, catalog: CatalogDep, offload: Offlo
     return Response(status_code=204)
 
 
-@router.post("/neighbors", response_model=NeighborsBatchResponse, responses=errors(404, 422))
+@router.post("/neighbors", summary="Neighbours of many objects", response_model=NeighborsBatchResponse, responses=errors(404, 422))
 def neighbors_many(req: NeighborsRequest, catalog: CatalogDep, settings: SettingsDep) -> NeighborsBatchResponse:
     """Neighbours of up to 100 stored objects in one call (each without itself), with the filters of
     `GET /v1/objects/{object_id}/neighbors`."""
@@ -125,7 +129,7 @@ def neighbors_many(req: NeighborsRequest, catalog: CatalogDep, settings: Setting
     return NeighborsBatchResponse(model=catalog.version, results=results)
 
 
-@router.get("/objects/{object_id}", response_model=ObjectDetail, responses=errors(404))
+@router.get("/objects/{object_id}", summary="Get an object", response_model=ObjectDetail, responses=errors(404))
 def get_object(
     object_id: ObjectId,
     catalog: CatalogDep,
@@ -142,7 +146,7 @@ def get_object(
     return ObjectDetail(**fields, lightcurve=LightCurveIn.from_lightcurve(lc), fingerprint=vector)
 
 
-@router.get("/objects/{object_id}/neighbors", response_model=NeighborsResponse, responses={
+@router.get("/objects/{object_id}/neighbors", summary="Neighbours of an object", response_model=NeighborsResponse, responses={
     **errors(404, 422), 200: {"content": {"application/json": {"example": NEIGHBORS_EXAMPLE}}}})  # fmt: skip
 def neighbors(
     object_id: ObjectId,
@@ -150,7 +154,7 @@ def neighbors(
     settings: SettingsDep,
     k: Annotated[int, Query(ge=1, le=1000, description="number of neighbours")] = 10,
     classes: Annotated[list[str] | None, Query(alias="class", max_length=32,
-                                                description="only these predicted coarse classes (repeat for several)")] = None,
+                                                description=f"only these predicted classes (repeat for several): {CLASS_HELP}")] = None,
     anomaly_min: Annotated[float | None, Query(ge=0, le=1, description="only anomaly scores at least this")] = None,
     anomaly_max: Annotated[float | None, Query(ge=0, le=1, description="only anomaly scores at most this")] = None,
     since: Since = None,
@@ -167,7 +171,7 @@ def neighbors(
     return NeighborsResponse(object_id=object_id, model=catalog.version, neighbors=hits)
 
 
-@router.get("/objects/{object_id}/plot", responses={**errors(401, 404), 200: {"content": {"image/png": {}},
+@router.get("/objects/{object_id}/plot", summary="Plot an object", responses={**errors(401, 404), 200: {"content": {"image/png": {}},
             "description": "PNG: the light curve, the curve decoded from its fingerprint, its top neighbours"}},
             response_class=Response, dependencies=[Depends(require_read_key)])  # fmt: skip
 async def plot(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep) -> Response:
@@ -179,7 +183,7 @@ async def plot(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep) ->
     return Response(png, media_type="image/png")
 
 
-@router.post("/search", response_model=NeighborsResponse, dependencies=[Depends(require_read_key)], responses={
+@router.post("/search", summary="Search by light curve or fingerprint", response_model=NeighborsResponse, dependencies=[Depends(require_read_key)], responses={
     **errors(401, 422), 200: {"content": {"application/json": {"example": NEIGHBORS_EXAMPLE | {"object_id": None}}}}})  # fmt: skip
 def search(req: SearchRequest, catalog: CatalogDep, settings: SettingsDep) -> NeighborsResponse:
     """Neighbours of a posted light curve (encoded, not stored) or of a fingerprint vector."""

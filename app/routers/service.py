@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from app.catalog import Catalog
 from app.deps import CatalogDep, OffloadDep, require_api_key
+from app.problems import problem
 from app.routers._docs import errors
 from app.schemas import DroppedModel, ModelOut, ModelsResponse
 from indexing.store import StaleVersion
@@ -37,14 +38,14 @@ def _models(catalog: Catalog) -> ModelsResponse:
     return ModelsResponse(objects=catalog.store.count_objects(), models=out)
 
 
-@router.get("/v1/models", response_model=ModelsResponse)
+@router.get("/v1/models", summary="List model versions", response_model=ModelsResponse)
 def models(catalog: CatalogDep) -> ModelsResponse:
     """Registered model versions with their counts; the active one serves every request.
     `rtf-reencode --checkpoint FILE` writes a version's fingerprints beside the active ones."""
     return _models(catalog)
 
 
-@router.post("/v1/models/{version}/activate", response_model=ModelsResponse,
+@router.post("/v1/models/{version}/activate", summary="Activate a model version", response_model=ModelsResponse,
              dependencies=[Depends(require_api_key)], responses={**errors(401, 422),
              404: {"description": "no such version"},
              409: {"description": "the version is not complete: run rtf-reencode first"}})  # fmt: skip
@@ -61,7 +62,7 @@ async def activate(version: Version, catalog: CatalogDep, offload: OffloadDep) -
     return _models(catalog)
 
 
-@router.delete("/v1/models/{version}", response_model=DroppedModel, dependencies=[Depends(require_api_key)],
+@router.delete("/v1/models/{version}", summary="Drop a model version", response_model=DroppedModel, dependencies=[Depends(require_api_key)],
                responses={**errors(401, 422), 404: {"description": "no such version"},
                           409: {"description": "the active version cannot be dropped"}})  # fmt: skip
 def drop(version: Version, catalog: CatalogDep) -> DroppedModel:
@@ -76,23 +77,23 @@ def drop(version: Version, catalog: CatalogDep) -> DroppedModel:
         raise HTTPException(409, str(exc)) from None
 
 
-@router.get("/healthz")
+@router.get("/healthz", summary="Liveness")
 async def healthz() -> dict:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "still loading, or the database does not answer"}})
+@router.get("/readyz", summary="Readiness", responses=errors(503))
 def readyz(request: Request) -> JSONResponse:
     """Readiness: model loaded, index loaded, database answering."""
     catalog = getattr(request.app.state, "catalog", None)
     if catalog is None:
-        return JSONResponse({"status": "loading"}, status_code=503)
+        return problem(503, "the catalogue is still loading", instance="/readyz")
     try:
         with catalog.store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error means not ready
-        return JSONResponse({"status": "database unavailable", "error": type(exc).__name__}, status_code=503)
+        return problem(503, f"the database does not answer ({type(exc).__name__})", instance="/readyz")
     body = {"status": "ready", "model": catalog.version, "objects": len(catalog.index)}
     if catalog.configured is not None:  # started with a checkpoint that is not the active version
         c = catalog.configured
@@ -104,7 +105,7 @@ def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(request: Request) -> Response:
     """Prometheus metrics: request latency by route, alerts ingested, catalogue size."""
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
