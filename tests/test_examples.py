@@ -68,6 +68,15 @@ def test_every_readme_example_runs_as_written(demo, tmp_path):
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_every_readme_python_example_runs_as_written(demo, tmp_path):
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S) if "127.0.0.1:8000" in b]
+    assert blocks
+    for code in blocks:
+        done = subprocess.run([sys.executable, "-c", code.replace("127.0.0.1:8000", f"127.0.0.1:{demo.port}")],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0 and done.stdout.strip(), (code, done.stdout[-2000:], done.stderr[-2000:])
+
+
 def _example(param: dict):
     if "example" in param:
         return param["example"]

@@ -1,0 +1,75 @@
+"""Request bodies and query parameters, from what callers hand the client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, Any
+
+from .models import Fingerprint, ObjectDetail
+
+#: A light curve: a dict in the service's JSON form (``object_id`` and ``detections`` required, see
+#: docs/client.md), an :class:`ObjectDetail` (its stored light curve), or a pydantic model such as
+#: ``encoder.jsonform.LightCurveIn`` (anything with ``model_dump``).
+LightCurveLike = Mapping[str, Any] | ObjectDetail
+#: Avro alert packets: the bytes of an Avro container file, a path to one, or a binary file object.
+AvroSource = bytes | bytearray | memoryview | str | os.PathLike | IO[bytes]
+AVRO = "avro/binary"
+
+
+def lightcurve_json(lc: LightCurveLike) -> dict:
+    """One light curve as the JSON object the service takes."""
+    if isinstance(lc, ObjectDetail):
+        return dict(lc.lightcurve)
+    if isinstance(lc, Mapping):
+        return dict(lc)
+    dump = getattr(lc, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json", exclude_none=True)
+    raise TypeError(f"a light curve is a dict in the JSON form (or an ObjectDetail), not {type(lc).__name__}")
+
+
+def lightcurves_body(lightcurves: LightCurveLike | Iterable[LightCurveLike]) -> dict:
+    """``{"lightcurves": [...]}`` of one light curve, a list of them, or an already made batch body."""
+    if isinstance(lightcurves, Mapping) and "lightcurves" in lightcurves and "detections" not in lightcurves:
+        lightcurves = lightcurves["lightcurves"]
+    if isinstance(lightcurves, Mapping | ObjectDetail) or hasattr(lightcurves, "model_dump"):
+        lightcurves = [lightcurves]
+    return {"lightcurves": [lightcurve_json(lc) for lc in lightcurves]}  # type: ignore[union-attr]
+
+
+def avro_bytes(source: AvroSource) -> bytes:
+    """The bytes of an Avro container: given as bytes, a path, or an open binary file."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source)
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            return f.read()
+    if hasattr(source, "read"):
+        return source.read()
+    raise TypeError(f"Avro alerts are bytes, a path or a binary file, not {type(source).__name__}")
+
+
+def search_query(query: Any) -> dict:
+    """The ``lightcurve`` or ``vector`` member of a ``POST /v1/search`` body."""
+    if isinstance(query, Fingerprint):
+        return {"vector": list(query.vector)}
+    if isinstance(query, Mapping | ObjectDetail) or hasattr(query, "model_dump"):
+        return {"lightcurve": lightcurve_json(query)}
+    if isinstance(query, str | bytes):
+        raise TypeError("search takes a light curve (dict) or a fingerprint vector; for an object id use neighbors()")
+    return {"vector": [float(x) for x in query]}  # a list, tuple or numpy array of numbers
+
+
+def filters(classes: str | Sequence[str] | None, anomaly_min: float | None, anomaly_max: float | None,
+            since: float | None, min_detections: int | None) -> dict[str, Any]:  # fmt: skip
+    """The neighbour filters that are set (``classes`` as a list)."""
+    if isinstance(classes, str):
+        classes = [classes]
+    out = {"classes": list(classes) if classes is not None else None, "anomaly_min": anomaly_min,
+           "anomaly_max": anomaly_max, "since": since, "min_detections": min_detections}  # fmt: skip
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def drop_none(**params: Any) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
