@@ -1,9 +1,12 @@
 # RTF service image. CPU by default; --build-arg GPU=1 swaps faiss-cpu for faiss-gpu.
 #   docker build -t rtf . && docker run -p 8000:8000 -v rtf-data:/srv/rtf/var rtf
-# Stage 1 installs into a virtual environment and prepares the demo catalogue and the ONNX export;
-# stage 2 is the runtime: the environment, the source, a non-root user, the data volume.
+# Stage 1 installs the service (no PyTorch: the bundled checkpoint ships its ONNX serving export) into a
+# virtual environment and prepares the demo catalogue; stage 2 is the runtime: the environment, the
+# source, a non-root user, the data volume. For a checkpoint of your own without its export, build with
+# --build-arg EXTRAS=train (PyTorch, CPU wheels) or write the export first: python -m encoder.export.
 FROM python:3.11-slim AS build
 ARG GPU=0
+ARG EXTRAS=
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -13,13 +16,10 @@ COPY app ./app
 COPY encoder ./encoder
 COPY training ./training
 COPY indexing ./indexing
-COPY alembic ./alembic
-# CPU torch wheels from the PyTorch CPU index keep the image small; the pins are the project's.
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
+# With EXTRAS=train, CPU torch wheels from the PyTorch CPU index keep the image small.
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".${EXTRAS:+[$EXTRAS]}" \
  && if [ "$GPU" = "1" ]; then pip uninstall -y faiss-cpu && pip install "faiss-gpu-cu12>=1.8"; fi \
- && rtf-synth --survey ztf --n 3000 --seed 2026 --min-detections 3 --out /srv/rtf/var/demo.parquet \
- && python -c "from encoder.inference import Encoder; Encoder.load(precision='onnx', cache_dir='/srv/rtf/var/cache')"
-# (the last step exports the model to ONNX once, so that a container starts without the ~15 s export)
+ && rtf-synth --survey ztf --n 3000 --seed 2026 --min-detections 3 --out /srv/rtf/var/demo.parquet
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH \

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from app.settings import Settings
-from encoder.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
-from encoder.inference import Encoded, Encoder
+from encoder.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from encoder.inference import Encoded, Encoder, describe
 from encoder.lightcurve import BANDS, META_FIELDS, LightCurve, LightCurveError
 from indexing.classes import class_key, coarse_part, fine_part, keys_matching
 from indexing.history import History
@@ -118,31 +118,31 @@ class Catalog:
         it is served when it is the active version or when no version is active yet (a new
         database), otherwise the active version's checkpoint is loaded from its registered path."""
         ckpt_path = Path(settings.checkpoint) if settings.checkpoint else DEFAULT_CHECKPOINT
-        ckpt = load_checkpoint(ckpt_path)
+        info = describe(ckpt_path, settings.cache_dir)
         store = Store(settings.database_url)
         store.migrate()
         active = store.active_version()
         configured = store.register_model(
-            ckpt.version, path=str(ckpt_path.resolve()), sha256=file_sha256(ckpt_path), dim=ckpt.config.served_dim,
-            class_names=list(ckpt.config.coarse_classes), metrics=ckpt.metrics.get("val"), active=active is None,
+            info.version, path=str(ckpt_path.resolve()), sha256=file_sha256(ckpt_path), dim=info.dim,
+            class_names=list(info.coarse_classes), metrics=info.metrics.get("val"), active=active is None,
         )  # fmt: skip
-        if active is not None and active != ckpt.version:
-            served = next(m for m in store.list_models() if m.version == active)
-            ckpt = _load_registered(served, configured)
+        served = ckpt_path
+        if active is not None and active != info.version:
+            served = _registered_path(next(m for m in store.list_models() if m.version == active), configured)
             log.warning(
                 "checkpoint %s (model %s) is not the active version: serving %s. %d of %d objects have its "
                 "fingerprints; to switch, run: rtf-reencode --checkpoint %s --activate",
                 ckpt_path, configured.version, active, store.fingerprint_counts().get(configured.version, 0),
                 store.count_objects(), ckpt_path,
             )  # fmt: skip
-        encoder = cls._encoder(settings, ckpt)
+        encoder = cls._encoder(settings, served)
         index, report = cls._index(settings, store, encoder)
         return cls(settings, encoder, store, index, report, configured)
 
     @staticmethod
-    def _encoder(settings: Settings, ckpt, precision: str | None = None) -> Encoder:
-        return Encoder(ckpt, threads=settings.threads, precision=precision or settings.precision,
-                       cache_dir=settings.cache_dir)  # fmt: skip
+    def _encoder(settings: Settings, checkpoint: Path, precision: str | None = None) -> Encoder:
+        return Encoder.load(checkpoint, precision=precision or settings.precision, threads=settings.threads,
+                            cache_dir=settings.cache_dir)  # fmt: skip
 
     @staticmethod
     def _index(settings: Settings, store: Store, encoder: Encoder) -> tuple[VectorIndex, LoadReport]:
@@ -161,7 +161,7 @@ class Catalog:
         if info is None:
             raise KeyError(version)
         # the precision measured for the current version: no second calibration while serving
-        encoder = self._encoder(self.settings, _load_registered(info, self.configured), self.encoder.precision)
+        encoder = self._encoder(self.settings, _registered_path(info, self.configured), self.encoder.precision)
         with self._ingest_lock:  # no ingest of the old version in between; reads go on
             self._save_index_locked()
             with self._sync_lock:
@@ -445,7 +445,7 @@ class Catalog:
             if key in self._plots:  # the same object, unchanged: concurrent and repeated views draw once
                 return self._plots[key]
         recon = None
-        if self.encoder.model.cfg.decoder == "query":
+        if self.encoder.can_reconstruct:
             bands = [BANDS[b] for b in np.unique(lc.band)]
             t = np.linspace(0.0, max(lc.duration, 1.0) + 20, 200)  # from the first detection on
             mag, sigma = self.encoder.reconstruct(lc, t, bands)
@@ -529,12 +529,12 @@ def stored_lightcurve(stored: StoredObject) -> LightCurve | None:
     )  # fmt: skip
 
 
-def _load_registered(info: ModelInfo, configured: ModelInfo | None):
-    """The checkpoint of a registered version: from its path when that file is still the one
-    registered, else from the configured checkpoint when it is the same file (a moved clone)."""
+def _registered_path(info: ModelInfo, configured: ModelInfo | None) -> Path:
+    """The checkpoint file of a registered version: its path when that file is still the one
+    registered, else the configured checkpoint when it is the same file (a moved clone)."""
     for path in (info.path, configured.path if configured is not None else None):
         if path and Path(path).is_file() and file_sha256(Path(path)) == info.sha256:
-            return load_checkpoint(path)
+            return Path(path)
     raise CheckpointError(
         f"the active model {info.version} was registered from {info.path}, which is missing or changed; "
         f"restore that file, or re-encode the catalogue with this checkpoint: "

@@ -28,7 +28,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from app.catalog import fingerprint_row, stored_lightcurve
-from encoder.checkpoint import load_checkpoint
 from encoder.inference import Encoder
 from indexing.persistence import file_sha256
 from indexing.store import FingerprintRow, Store, StoredObject
@@ -92,7 +91,7 @@ def reencode(store: Store, encoder: Encoder, *, batch_size: int = 1000, activate
 def register(store: Store, checkpoint: Path, encoder: Encoder) -> None:
     store.register_model(
         encoder.version, path=str(checkpoint.resolve()), sha256=file_sha256(checkpoint), dim=encoder.dim,
-        class_names=encoder.coarse_classes, metrics=encoder.ckpt.metrics.get("val"),
+        class_names=encoder.coarse_classes, metrics=encoder.metrics.get("val"),
     )  # fmt: skip
 
 
@@ -118,14 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--activate", action="store_true", help="with --checkpoint: make the version active when done")
     p.add_argument("--database-url", help="default: RTF_DATABASE_URL, as the service")
     p.add_argument("--batch-size", type=int, default=1000, help="objects per committed batch (default 1000)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if a.database_url is None:
-        from app.settings import Settings
+    from app.settings import Settings
 
-        a.database_url = Settings().database_url
+    settings = Settings()
+    a.database_url = a.database_url or settings.database_url
     store = Store(a.database_url)
     store.migrate()
     try:
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             store.activate(a.activate_version)
             print(f"active: {a.activate_version}")
         else:
-            encoder = Encoder(load_checkpoint(a.checkpoint), threads=a.threads, precision="auto")
+            encoder = Encoder.load(a.checkpoint, threads=a.threads, precision="auto", cache_dir=settings.cache_dir)
             register(store, a.checkpoint, encoder)
             r = reencode(store, encoder, batch_size=a.batch_size, activate=a.activate, progress=not a.no_progress)
             state = "active" if r.activated else f"not active (active: {store.active_version()})"

@@ -24,13 +24,14 @@ class Settings(BaseSettings):
     read_api_key: SecretStr | None = Field(None, description="when set, expensive reads (fingerprints, classify, "
                                            "search, plots) need it (or api_key) in X-API-Key")  # fmt: skip
     index_kind: str = Field("auto", description="auto | flat | hnsw | ivf_sq8")
-    threads: int = Field(2, ge=1, le=256, description="torch and FAISS threads")
+    threads: int = Field(2, ge=1, le=256, description="inference (ONNX Runtime or PyTorch) and FAISS threads")
     precision: Literal["fp32", "bf16", "onnx", "auto"] = Field(
         "auto",
-        description="how the model runs: PyTorch fp32 or bf16, or ONNX Runtime; auto: the fastest measured at start "
-        "on this CPU whose fingerprints stay within cosine 0.999 of fp32",
+        description="how the model runs: PyTorch fp32 or bf16, or ONNX Runtime; auto: the checkpoint's serving "
+        "export (ONNX Runtime, no PyTorch) where one is at hand, else the fastest measured at start on this CPU "
+        "whose fingerprints stay within cosine 0.999 of fp32",
     )
-    cache_dir: Path = Field(ROOT / "var" / "cache", description="exported ONNX graphs, reused across restarts")
+    cache_dir: Path = Field(ROOT / "var" / "cache", description="serving exports made at a first start, reused across restarts")
     max_body_bytes: int = Field(16 * 1024 * 1024, description="request bodies larger than this get 413")
     max_batch: int = Field(1000, description="light curves per request")
     max_k: int = Field(1000, description="largest k for neighbour queries")

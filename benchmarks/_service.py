@@ -26,6 +26,14 @@ def free_port() -> int:
 def running_service(env: dict[str, str], log_path: Path, ready_timeout: float = 600) -> Iterator[str]:
     """Start the service with ``RTF_*`` settings in ``env``, wait for ``/readyz``, yield its base
     URL; terminate it afterwards. Its output goes to ``log_path``."""
+    with service_process(env, log_path, ready_timeout) as (base, _):
+        yield base
+
+
+@contextmanager
+def service_process(env: dict[str, str], log_path: Path, ready_timeout: float = 600
+                    ) -> Iterator[tuple[str, subprocess.Popen]]:  # fmt: skip
+    """:func:`running_service`, yielding the process too (its pid, for memory readings)."""
     port = free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "app.server", "--port", str(port), "--log-level", "warning"],
@@ -42,7 +50,7 @@ def running_service(env: dict[str, str], log_path: Path, ready_timeout: float = 
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"the service did not start: see {log_path}")
                 time.sleep(0.5)
-            yield base
+            yield base, proc
         finally:
             proc.terminate()
             proc.wait(60)

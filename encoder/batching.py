@@ -9,16 +9,19 @@ features are not, so an example keeps them at a few detection counts
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from encoder.features import FeatureNormalizer, object_features
 from encoder.features.metadata import MetadataNormalizer, metadata_matrix
 from encoder.features.photometry import asinh_logflux, luptitude, photometry_channels_many
 from encoder.features.stamps import stamp_tensor
 from encoder.lightcurve import LightCurve
+
+if TYPE_CHECKING:
+    import torch
 
 #: Detection counts at which training examples keep their object features.
 FEATURE_LEVELS: tuple[int, ...] = (3, 5, 10, 20, 50)
@@ -84,6 +87,13 @@ class Batch:
     objfeat: torch.Tensor | None = None  # (B, 2F)
     y_coarse: torch.Tensor | None = None
     y_fine: torch.Tensor | None = None
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Batch:
+        """The tensors of :func:`collate_arrays`'s arrays (sharing their memory)."""
+        import torch  # here: inference from a serving export runs without PyTorch
+
+        return cls(**{f.name: torch.from_numpy(arrays[f.name]) for f in fields(cls) if f.name in arrays})
 
 
 def raw_object_features(
@@ -175,7 +185,14 @@ def make_examples(
 
 
 def collate(examples: list[Example], spec: FeatureSpec, lengths: list[int] | None = None) -> Batch:
-    """Pad a list of examples into a batch; ``lengths`` truncates each to its first n detections.
+    """:func:`collate_arrays` as PyTorch tensors."""
+    return Batch.from_arrays(collate_arrays(examples, spec, lengths))
+
+
+def collate_arrays(examples: list[Example], spec: FeatureSpec, lengths: list[int] | None = None
+                   ) -> dict[str, np.ndarray]:  # fmt: skip
+    """Pad a list of examples into a batch (arrays named as :class:`Batch`'s fields); ``lengths``
+    truncates each to its first n detections.
 
     Sequences longer than ``spec.max_len`` keep their most recent ``max_len`` detections
     (time channels still count from the true first detection).
@@ -196,23 +213,22 @@ def collate(examples: list[Example], spec: FeatureSpec, lengths: list[int] | Non
             ex.band[start:stop], False  # fmt: skip
         if meta is not None and ex.meta is not None:
             meta[i, :m] = ex.meta[start:stop]
-    batch = Batch(
-        phot=torch.from_numpy(phot), t_rel=torch.from_numpy(t_rel), band=torch.from_numpy(band),
-        pad_mask=torch.from_numpy(pad), meta=None if meta is None else torch.from_numpy(meta),
-    )  # fmt: skip
+    batch = {"phot": phot, "t_rel": t_rel, "band": band, "pad_mask": pad}
+    if meta is not None:
+        batch["meta"] = meta
     if spec.use_images:
         stamps = np.zeros((B, 3, 63, 63), dtype=np.float32)
         has = np.zeros(B, dtype=np.float32)
         for i, ex in enumerate(examples):
             if ex.stamps is not None:
                 stamps[i], has[i] = ex.stamps, 1.0
-        batch.stamps, batch.has_stamp = torch.from_numpy(stamps), torch.from_numpy(has)
+        batch["stamps"], batch["has_stamp"] = stamps, has
     if spec.use_gp and spec.obj_norm is not None:
         rows = []
         for ex, (_, stop) in zip(examples, views, strict=True):
             reached = np.flatnonzero(ex.levels <= stop)
             rows.append(ex.objfeat[reached[-1] if len(reached) else 0])
-        batch.objfeat = torch.from_numpy(np.stack(rows))
-    batch.y_coarse = torch.tensor([ex.y_coarse for ex in examples], dtype=torch.long)
-    batch.y_fine = torch.tensor([ex.y_fine for ex in examples], dtype=torch.long)
+        batch["objfeat"] = np.stack(rows)
+    batch["y_coarse"] = np.array([ex.y_coarse for ex in examples], dtype=np.int64)
+    batch["y_fine"] = np.array([ex.y_fine for ex in examples], dtype=np.int64)
     return batch

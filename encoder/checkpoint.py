@@ -12,12 +12,13 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from encoder.anomaly import AnomalyScorer
 from encoder.batching import FeatureSpec
-from encoder.model.rtf import ModelConfig, RTFModel
+
+if TYPE_CHECKING:  # PyTorch is imported by the functions that read and write checkpoints only
+    from encoder.model.rtf import ModelConfig, RTFModel
 
 FORMAT = "rtf-checkpoint"
 FORMAT_VERSION = 1
@@ -36,6 +37,7 @@ class Checkpoint:
     version: str
     summary: dict = field(default_factory=dict)  # training data, command, timings
     metrics: dict = field(default_factory=dict)
+    path: Path | None = None  # the file it was read from
 
     @property
     def config(self) -> ModelConfig:
@@ -45,6 +47,8 @@ class Checkpoint:
 def save_checkpoint(path: str | Path, ckpt_model: RTFModel, spec: FeatureSpec, scorer: AnomalyScorer, *,
                     summary: dict | None = None, metrics: dict | None = None) -> str:  # fmt: skip
     """Write atomically; returns the model version (a digest of weights and config)."""
+    import torch
+
     state = {k: v.detach().cpu().clone() for k, v in ckpt_model.state_dict().items()}
     digest = hashlib.sha256()
     for k in sorted(state):
@@ -75,6 +79,10 @@ def _plain(d: dict) -> dict:
 
 
 def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
+    import torch
+
+    from encoder.model.rtf import ModelConfig, RTFModel
+
     path = Path(path) if path else DEFAULT_CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -100,4 +108,5 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: incompatible checkpoint ({type(exc).__name__}: {exc})") from None
     model.eval()
-    return Checkpoint(model, spec, scorer, payload["version"], payload.get("summary", {}), payload.get("metrics", {}))
+    return Checkpoint(model, spec, scorer, payload["version"], payload.get("summary", {}), payload.get("metrics", {}),
+                      path)  # fmt: skip

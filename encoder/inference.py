@@ -5,26 +5,42 @@ stays small, and results are returned in input order. (Building features in a he
 while the model runs was measured slower on 2 cores: the features hold the GIL.)
 
 ``precision`` picks how the model runs: ``"fp32"`` (PyTorch), ``"bf16"`` (PyTorch under bfloat16
-autocast), ``"onnx"`` (ONNX Runtime, fp32, exported at load: :mod:`encoder.onnx_model`). ``"auto"``
-times each on a calibration batch at load and keeps the fastest that is faster than fp32 by 15 % or
-more with every calibration fingerprint within cosine 0.999 of fp32 (bf16 only on a CPU with bf16
-instructions: emulated, it was 3-6x slower than fp32 wherever we measured it).
+autocast), ``"onnx"`` (ONNX Runtime, fp32: the checkpoint's serving export, :mod:`encoder.serving`).
+``"auto"`` serves the serving export where one is at hand (beside the checkpoint or in the cache);
+otherwise it times each on a calibration batch at load and keeps the fastest that is faster than
+fp32 by 15 % or more with every calibration fingerprint within cosine 0.999 of fp32 (bf16 only on a
+CPU with bf16 instructions: emulated, it was 3-6x slower than fp32 wherever we measured it).
+
+:meth:`Encoder.load` serves a serving export without importing PyTorch at all; the other paths
+need it (``pip install 'rtf[train]'``).
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from encoder.batching import Batch, Example, collate, make_example, make_examples
-from encoder.checkpoint import Checkpoint, load_checkpoint
+from encoder.batching import Example, collate_arrays, make_example, make_examples
+from encoder.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from encoder.lightcurve import BAND_INDEX, LightCurve
-from encoder.onnx_model import OnnxExportError, OnnxModel, min_cosine, run_torch
+from encoder.serving import (
+    OnnxSessions,
+    ServingInfo,
+    beside,
+    cached,
+    file_sha256,
+    find_export,
+    read_export,
+    write_export,
+)
+
+if TYPE_CHECKING:
+    from encoder.checkpoint import Checkpoint
 
 #: Detections per call of ``make_examples`` (see :meth:`Encoder.examples`).
 EXAMPLE_CHUNK_POINTS = 8192
@@ -50,24 +66,28 @@ class Encoded:
 
 
 class Encoder:
-    """The inference engine over one loaded checkpoint. Thread-safe for concurrent calls."""
+    """The inference engine over one model: a loaded checkpoint (PyTorch, and ONNX Runtime from it)
+    or a serving export (ONNX Runtime alone, :meth:`from_export`). Thread-safe for concurrent calls."""
 
     PRECISIONS = ("fp32", "bf16", "onnx", "auto")
 
     def __init__(self, ckpt: Checkpoint, *, batch_size: int = 512, token_budget: int = 8192,
                  precision: str = "fp32", threads: int | None = None, cache_dir: Path | None = None):  # fmt: skip
+        import torch
+
         if precision not in self.PRECISIONS:
             raise ValueError(f"precision {precision!r}: expected one of {self.PRECISIONS}")
         self.ckpt = ckpt
         self.model = ckpt.model.eval()
-        self.spec = ckpt.spec
+        self.info = _info_of(ckpt)
         self.batch_size = batch_size
         self.token_budget = token_budget
         if threads:
             torch.set_num_threads(threads)
         self.precision = precision
-        self.cache_dir = cache_dir  # exported ONNX graphs (see encoder.onnx_model)
-        self.onnx: OnnxModel | None = None
+        self.cache_dir = cache_dir  # serving exports made at load (see encoder.serving)
+        self.onnx: OnnxSessions | None = None
+        self.from_cache = False  # the ONNX graphs came from the cache, not a fresh export
         self.calibration: dict[str, float | str] = {}  # the measurements behind an "auto" choice
         if precision == "onnx":
             self.onnx = self._export_onnx(threads)
@@ -75,25 +95,60 @@ class Encoder:
             self.precision, self.calibration = self._choose_precision(threads)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **kwargs: object) -> Encoder:
-        return cls(load_checkpoint(path), **kwargs)  # type: ignore[arg-type]
+    def from_export(cls, path: Path, *, batch_size: int = 512, token_budget: int = 8192,
+                    threads: int | None = None) -> Encoder:  # fmt: skip
+        """ONNX Runtime over a serving export: no PyTorch, no checkpoint."""
+        info, graph, decoder = read_export(path)
+        self = cls.__new__(cls)
+        self.ckpt, self.model, self.info = None, None, info
+        self.batch_size, self.token_budget, self.cache_dir = batch_size, token_budget, None
+        self.precision, self.calibration, self.from_cache = "onnx", {"export": str(path)}, True
+        self.onnx = OnnxSessions(info, graph, decoder, threads)
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, precision: str = "fp32", cache_dir: Path | None = None,
+             **kwargs) -> Encoder:  # fmt: skip
+        """The encoder of a checkpoint file: from its serving export, without PyTorch, when
+        ``precision`` is ``onnx`` or ``auto`` and one is at hand; from the checkpoint otherwise."""
+        path = Path(path) if path else DEFAULT_CHECKPOINT
+        if precision in ("onnx", "auto"):
+            export = find_export(path, cache_dir)
+            if export is not None:
+                return cls.from_export(export, **kwargs)
+        return cls(_read_checkpoint(path), precision=precision, cache_dir=cache_dir, **kwargs)
 
     # ---------------------------------------------------------------- properties
     @property
     def version(self) -> str:
-        return self.ckpt.version
+        return self.info.version
 
     @property
     def dim(self) -> int:
-        return self.model.cfg.served_dim
+        return self.info.dim
 
     @property
     def coarse_classes(self) -> list[str]:
-        return list(self.model.cfg.coarse_classes)
+        return list(self.info.coarse_classes)
 
     @property
     def fine_classes(self) -> list[str]:
-        return list(self.model.cfg.fine_classes)
+        return list(self.info.fine_classes)
+
+    @property
+    def spec(self):
+        return self.info.spec
+
+    @property
+    def metrics(self) -> dict:
+        return self.info.metrics
+
+    @property
+    def can_reconstruct(self) -> bool:
+        """Whether :meth:`reconstruct` works (a query decoder, in PyTorch or exported)."""
+        if self.model is not None:
+            return self.model.cfg.decoder == "query"
+        return self.onnx is not None and self.onnx.decoder is not None
 
     # ---------------------------------------------------------------- encoding
     def examples(self, lcs: list[LightCurve]) -> list[Example]:
@@ -114,7 +169,6 @@ class Encoder:
     def encode(self, lcs: list[LightCurve]) -> Encoded:
         return self.encode_examples(self.examples(lcs))
 
-    @torch.inference_mode()
     def encode_examples(self, examples: list[Example]) -> Encoded:
         n = len(examples)
         lengths = np.array([min(len(ex), self.spec.max_len) for ex in examples], dtype=np.int64)
@@ -124,20 +178,26 @@ class Encoder:
         coarse = np.zeros((n, len(self.coarse_classes)), dtype=np.float32) if self.coarse_classes else None
         fine = np.zeros((n, len(self.fine_classes)), dtype=np.float32) if self.fine_classes else None
         for idx in self._buckets(lengths, order):
-            out = self._run(collate([examples[i] for i in idx], self.spec))
+            out = self._run(collate_arrays([examples[i] for i in idx], self.spec))
             vec[idx], misfit[idx] = out["fingerprint"], out["misfit"]
             if coarse is not None:
                 coarse[idx] = out["coarse_probs"]
             if fine is not None:
                 fine[idx] = out["fine_probs"]
-        anomaly = self.ckpt.scorer.score(vec, misfit, fine)
+        anomaly = self.info.scorer.score(vec, misfit, fine)
         return Encoded([ex.object_id for ex in examples], vec, coarse, fine, misfit, anomaly)
 
-    def _run(self, batch: Batch) -> dict[str, np.ndarray]:
+    def _run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.onnx is not None:
             return self.onnx(batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16" else nullcontext():
-            return run_torch(self.model, batch)
+        import torch
+
+        from encoder.batching import Batch
+        from encoder.model.rtf import run_torch
+
+        bf16 = torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16" else nullcontext()
+        with torch.inference_mode(), bf16:
+            return run_torch(self.model, Batch.from_arrays(batch))
 
     # ---------------------------------------------------------------- precision
     def _calibration_examples(self) -> list[Example]:
@@ -149,21 +209,49 @@ class Encoder:
                               flux=flux, flux_err=0.05 * flux + 300)  # fmt: skip
         return self.examples([lc.first(1), lc.first(20), lc])
 
-    def _export_onnx(self, threads: int | None) -> OnnxModel:
-        """The ONNX Runtime model, checked against PyTorch on shapes it was not traced with."""
-        one, short, full = self._calibration_examples()
-        example = collate([full, short, full], self.spec)  # traced with padding
-        checks = [collate(b, self.spec) for b in ([one], [short], [one, short, full] * 8)]
-        onnx = OnnxModel(self.model, example, version=self.version, threads=threads, cache_dir=self.cache_dir)
-        try:
-            onnx.check(self.model, checks)
-        except OnnxExportError:
-            if not onnx.from_cache:
-                raise
-            onnx.path.unlink(missing_ok=True)  # type: ignore[union-attr]  # a stale cache entry: export afresh
-            onnx = OnnxModel(self.model, example, version=self.version, threads=threads, cache_dir=self.cache_dir)
-            onnx.check(self.model, checks)
+    def _export_onnx(self, threads: int | None) -> OnnxSessions:
+        """ONNX Runtime over the checkpoint's serving export (from the cache, else exported and
+        cached), checked against PyTorch on shapes it was not traced with."""
+        from encoder.onnx_model import check, sessions
+
+        sha = self.info.checkpoint_sha256
+        path = cached(self.cache_dir, sha) if self.cache_dir and sha else None
+        if path is not None and path.is_file():
+            try:
+                info, graph, decoder = read_export(path)
+                onnx = sessions(info, graph, decoder, threads)
+                check(self.model, onnx, self._check_batches())
+                self.info.inputs, self.info.outputs = info.inputs, info.outputs
+                self.from_cache = True
+                return onnx
+            except Exception:  # a damaged or stale cache entry: export afresh
+                path.unlink(missing_ok=True)
+        onnx, graph, decoder = self._fresh_export(threads)
+        if path is not None:
+            with suppress(OSError):  # a cache folder that cannot be written is skipped
+                write_export(path, self.info, graph, decoder)
         return onnx
+
+    def write_serving_export(self, path: Path) -> Path:
+        """Export the graphs afresh, check them, and write the serving export to ``path``."""
+        _, graph, decoder = self._fresh_export(None)
+        write_export(path, self.info, graph, decoder)
+        return path
+
+    def _check_batches(self) -> list[dict[str, np.ndarray]]:
+        one, short, full = self._calibration_examples()
+        return [collate_arrays(b, self.spec) for b in ([one], [short], [one, short, full] * 8)]
+
+    def _fresh_export(self, threads: int | None) -> tuple[OnnxSessions, bytes, bytes]:
+        from encoder.onnx_model import check, export_graphs, graph_io, sessions
+
+        _, short, full = self._calibration_examples()
+        example = collate_arrays([full, short, full], self.spec)  # traced with padding
+        self.info.inputs, self.info.outputs = graph_io(self.model, example)
+        graph, decoder = export_graphs(self.model, example)
+        onnx = sessions(self.info, graph, decoder, threads)
+        check(self.model, onnx, self._check_batches())
+        return onnx, graph, decoder
 
     def _choose_precision(self, threads: int | None, repeats: int = 3) -> tuple[str, dict[str, float | str]]:
         """The fastest precision within cosine 0.999 of fp32, if 15 % faster than fp32; with its measurements.
@@ -171,6 +259,8 @@ class Encoder:
         The time (best of ``repeats``) is that of a batch of 64 light curves (bulk ingest) plus 16
         single ones (requests).
         """
+        from encoder.onnx_model import OnnxExportError, min_cosine
+
         examples = self._calibration_examples()[2:] * 64
         singles = [examples[:1]] * 16
         measured: dict[str, float | str] = {}
@@ -217,22 +307,63 @@ class Encoder:
         return out
 
     # ---------------------------------------------------------------- reconstruction
-    @torch.inference_mode()
     def reconstruct(self, lc: LightCurve, t_rel: np.ndarray, bands: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Decoded magnitude and its 1-sigma at days ``t_rel`` after the first detection, per band.
 
-        Returns arrays (len(bands), len(t_rel)). Needs the query decoder.
+        Returns arrays (len(bands), len(t_rel)). Needs the query decoder (:attr:`can_reconstruct`).
         """
-        ex = make_example(lc, self.spec)
-        batch = collate([ex], self.spec)
-        z = self.model(batch)["z"]
-        t = torch.as_tensor(np.tile(np.asarray(t_rel, dtype=np.float32), (len(bands), 1)).reshape(1, -1))
-        b = torch.as_tensor(np.repeat([BAND_INDEX[x] for x in bands], len(t_rel)).reshape(1, -1))
-        mean, log_sigma = self.model.reconstruct(z, t, b)
-        logflux = mean.numpy().reshape(len(bands), len(t_rel)).astype(np.float64)
+        if not self.can_reconstruct:
+            raise ValueError("only the query decoder evaluates a light curve at arbitrary times")
+        batch = collate_arrays([make_example(lc, self.spec)], self.spec)
+        t = np.tile(np.asarray(t_rel, dtype=np.float32), (len(bands), 1)).reshape(1, -1)
+        b = np.repeat([BAND_INDEX[x] for x in bands], len(t_rel)).reshape(1, -1).astype(np.int64)
+        if self.onnx is not None and self.onnx.decoder is not None:
+            mean, log_sigma = self.onnx.decode(self.onnx(batch)["z"], t, b)
+        else:
+            import torch
+
+            from encoder.batching import Batch
+
+            with torch.inference_mode():
+                z = self.model(Batch.from_arrays(batch))["z"]
+                mean, log_sigma = (v.numpy() for v in self.model.reconstruct(z, torch.from_numpy(t),
+                                                                             torch.from_numpy(b)))  # fmt: skip
+        logflux = mean.reshape(len(bands), len(t_rel)).astype(np.float64)
         mag = -2.5 * logflux  # channel = -0.4 mag for bright points
-        sigma = 2.5 * np.exp(log_sigma.numpy().reshape(len(bands), len(t_rel)))
+        sigma = 2.5 * np.exp(log_sigma.reshape(len(bands), len(t_rel)))
         return mag, sigma
+
+
+def describe(checkpoint: Path, cache_dir: Path | None = None) -> ServingInfo:
+    """What a checkpoint file is (version, dims, classes, metrics): from its serving export where one
+    is at hand (no PyTorch), else from the checkpoint."""
+    export = find_export(Path(checkpoint), cache_dir)
+    if export is not None:
+        return read_export(export)[0]
+    return _info_of(_read_checkpoint(Path(checkpoint)))
+
+
+def _read_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint, or a CheckpointError that says what to do where PyTorch is not installed."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise CheckpointError(
+            f"{path} has no serving export ({beside(path).name}) and PyTorch is not installed: "
+            f"pip install 'rtf[train]', or write its export where PyTorch is: python -m encoder.export {path}"
+        ) from None
+    from encoder.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def _info_of(ckpt: Checkpoint) -> ServingInfo:
+    """What a serving export of ``ckpt`` records (its graphs' inputs and outputs are set at export)."""
+    cfg = ckpt.config
+    sha = file_sha256(ckpt.path) if ckpt.path is not None and ckpt.path.is_file() else ""
+    return ServingInfo(version=ckpt.version, dim=cfg.served_dim, coarse_classes=list(cfg.coarse_classes),
+                       fine_classes=list(cfg.fine_classes), spec=ckpt.spec, scorer=ckpt.scorer, inputs=(), outputs=(),
+                       checkpoint_sha256=sha, metrics=ckpt.metrics, summary=ckpt.summary)  # fmt: skip
 
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:

@@ -1,6 +1,6 @@
 """SQLAlchemy 2 ORM schema of the metadata store (the source of truth for fingerprints).
 
-Migrations live in the top-level ``alembic/`` folder and must produce exactly this schema
+Migrations live in ``indexing/alembic/`` (package data; ``alembic.ini`` at the top points the CLI there) and must produce exactly this schema
 (``tests/test_store.py::test_migrations_match_models`` compares them). Change both together:
 edit the models, then ``alembic revision --autogenerate -m "..."`` and review the script.
 

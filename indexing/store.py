@@ -165,6 +165,9 @@ class FingerprintBatch:
     n_detections: np.ndarray  # (n,) int64
 
 
+#: The Alembic scripts: package data beside the models (``alembic.ini`` at the top points the CLI here)
+MIGRATIONS = Path(__file__).resolve().parent / "alembic"
+
 #: Bytes of a dead letter's message that are kept (enough to inspect a packet; the rest is dropped).
 DEAD_LETTER_PAYLOAD_MAX = 1 << 20
 
@@ -415,14 +418,11 @@ class Store:
     # ----------------------------------------------------------------- schema
     def migrate(self) -> None:
         """``alembic upgrade head`` on this database (safe to call at every start)."""
+        from alembic import command
         from alembic.config import Config
 
-        from alembic import command
-
-        root = Path(__file__).resolve().parents[1]
-        ini = root / "alembic.ini"
-        cfg = Config(str(ini)) if ini.is_file() else Config()
-        cfg.set_main_option("script_location", str(root / "alembic"))
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         with self.engine.connect() as conn:
             if self.dialect == "postgresql":  # several processes may start at once

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from encoder.anomaly import AnomalyScorer
 from encoder.batching import IGNORE, FeatureSpec, collate, make_example, make_examples
-from encoder.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from encoder.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint, save_checkpoint
 from encoder.features import FeatureNormalizer, object_features
 from encoder.features.metadata import MetadataNormalizer, metadata_matrix
 from encoder.inference import Encoder, cpu_has_native_bf16
 from encoder.lightcurve import META_FIELDS, LightCurve
 from encoder.model.rtf import ModelConfig, RTFModel, supervised_contrastive
 from encoder.onnx_model import min_cosine
+from encoder.serving import beside, file_sha256, find_export, read_export
 from encoder.taxonomy import COARSE_CLASSES, FINE_CLASSES
+
+ROOT = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(1)
 
@@ -234,7 +241,7 @@ def exported(lcs, tmp_path_factory):
 
 def test_onnx_runtime_computes_what_pytorch_does(lcs, exported):
     ckpt, _, onnx = exported
-    assert onnx.precision == "onnx" and not onnx.onnx.from_cache
+    assert onnx.precision == "onnx" and not onnx.from_cache
     rng = np.random.default_rng(5)
     mixed = [*lcs, bazin_lc(90, rng, n=1), bazin_lc(91, rng, n=70)]  # one detection; beyond max_len
     assert max(len(lc) for lc in mixed) > ckpt.spec.max_len
@@ -281,15 +288,53 @@ def test_a_posterior_weight_serves_the_unit_fingerprint_with_its_weighted_class_
 
 def test_onnx_graph_is_reused_from_the_cache_and_a_damaged_one_replaced(lcs, exported):
     ckpt, cache, first = exported
-    (path,) = cache.glob("*.onnx")
-    assert ckpt.version in path.name
+    (path,) = cache.glob("*.onnx.zip")
+    assert path.name.startswith(file_sha256(ckpt.path)[:24])  # keyed by the checkpoint file
     again = Encoder(ckpt, precision="onnx", cache_dir=cache)
-    assert again.onnx.from_cache
+    assert again.from_cache
     np.testing.assert_array_equal(again.encode(lcs).vectors, first.encode(lcs).vectors)
     path.write_bytes(b"not an onnx graph")
     repaired = Encoder(ckpt, precision="onnx", cache_dir=cache)
-    assert not repaired.onnx.from_cache and path.stat().st_size > 10_000
+    assert not repaired.from_cache and path.stat().st_size > 10_000
     np.testing.assert_allclose(repaired.encode(lcs).vectors, first.encode(lcs).vectors, atol=1e-6)
+
+
+def test_a_serving_export_serves_without_pytorch_what_the_checkpoint_does(lcs, exported, tmp_path):
+    ckpt, cache, first = exported
+    (path,) = cache.glob("*.onnx.zip")
+    served = Encoder.load(ckpt.path, precision="onnx", cache_dir=cache)
+    assert served.model is None and served.version == ckpt.version and served.dim == first.dim
+    want, got = Encoder(ckpt).encode(lcs), served.encode(lcs)
+    assert min_cosine(want.vectors, got.vectors) >= 0.999
+    np.testing.assert_allclose(got.anomaly, want.anomaly, atol=1e-3)
+    t = np.linspace(0, 60, 25)
+    for a, b in zip(Encoder(ckpt).reconstruct(lcs[0], t, ["g", "r"]), served.reconstruct(lcs[0], t, ["g", "r"]),
+                    strict=True):  # fmt: skip
+        np.testing.assert_allclose(a, b, atol=1e-3)
+    # fp32 asks for PyTorch; a checkpoint file changed since the export does not take the old graphs
+    assert Encoder.load(ckpt.path, precision="fp32", cache_dir=cache).model is not None
+    retrained = tmp_path / "retrained.pt"
+    retrained.write_bytes(ckpt.path.read_bytes() + b"\0")
+    assert find_export(retrained, cache) is None
+    # and in a fresh interpreter, nothing of PyTorch is imported
+    code = ("import sys; from pathlib import Path; from encoder.inference import Encoder; "
+            f"e = Encoder.load(Path({str(ckpt.path)!r}), precision='auto', cache_dir=Path({str(cache)!r})); "
+            "assert e.model is None; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm')))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+def test_the_bundled_checkpoint_ships_its_serving_export():
+    export = find_export(DEFAULT_CHECKPOINT, None)
+    assert export == beside(DEFAULT_CHECKPOINT), "run: python -m encoder.export encoder/checkpoints/rtf-default.pt"
+    info = read_export(export)[0]
+    ckpt = load_checkpoint(DEFAULT_CHECKPOINT)
+    assert info.version == ckpt.version and info.dim == ckpt.config.served_dim
+    served, torch_encoder = Encoder.from_export(export), Encoder(ckpt)
+    from training.synthetic import SurveyConfig, generate_survey
+
+    lcs = generate_survey(SurveyConfig(survey="ztf", n_objects=40, seed=5, min_detections=3))
+    assert min_cosine(torch_encoder.encode(lcs).vectors, served.encode(lcs).vectors) >= 0.999
 
 
 def test_auto_precision_is_measured_and_keeps_fingerprints(lcs, exported):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from sqlalchemy import inspect
 
 from indexing.history import History
 from indexing.models import Base
-from indexing.store import FingerprintRow, IngestBatch, ObjectState, StaleVersion, Store, StoredObject
+from indexing.store import MIGRATIONS, FingerprintRow, IngestBatch, ObjectState, StaleVersion, Store, StoredObject
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -257,15 +256,14 @@ def test_migration_carries_rows_into_histories_and_predictions(db_url):
     """A database at revision 0001 (a row per detection, predictions on the object) upgrades with
     its data: each object's history, its predictions on the active version's fingerprints, and
     the version that holds the fingerprints active again where an empty one had been made active."""
+    from alembic import command
     from alembic.config import Config
     from sqlalchemy import text
-
-    from alembic import command
 
     url = db_url
     s = Store(url)
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).resolve().parents[1] / "alembic"))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(cfg, "0001")
     with s.engine.begin() as conn:

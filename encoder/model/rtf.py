@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -210,3 +211,25 @@ def supervised_contrastive(fingerprint: torch.Tensor, labels: torch.Tensor, temp
     if not has.any():
         return sim.new_zeros(())
     return -(log_prob.masked_fill(~positive, 0.0).sum(1)[has] / positive.sum(1)[has]).mean()
+
+
+def inference_outputs(model: RTFModel, batch: Batch) -> dict[str, torch.Tensor]:
+    """What inference serves of one batch: fingerprint, misfit, class probabilities per head and
+    the latent ``z`` (the decoder's input), in this order: the exported graph's outputs. With
+    ``posterior_weight`` w > 0 the served fingerprint is the model's at unit length with w x its
+    fine-class probabilities appended."""
+    out = model(batch)
+    res = {"fingerprint": out["fingerprint"], "misfit": model.misfit(out["z"], batch)}
+    for head in ("coarse", "fine"):
+        if f"{head}_logits" in out:
+            res[f"{head}_probs"] = torch.softmax(out[f"{head}_logits"].float(), -1)
+    if model.cfg.posterior_weight > 0:
+        unit = F.normalize(out["fingerprint"].float(), dim=-1)
+        res["fingerprint"] = torch.cat([unit, model.cfg.posterior_weight * res["fine_probs"]], dim=-1)
+    res["z"] = out["z"]
+    return res
+
+
+def run_torch(model: RTFModel, batch: Batch) -> dict[str, np.ndarray]:
+    """The inference outputs of one batch from the PyTorch model, as float32 arrays."""
+    return {k: v.float().numpy() for k, v in inference_outputs(model, batch).items()}

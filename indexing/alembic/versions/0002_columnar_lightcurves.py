@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import sqlalchemy as sa
-
 from alembic import op
+
 from indexing.history import History
 
 revision: str = "0002"

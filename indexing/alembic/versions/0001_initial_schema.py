@@ -8,7 +8,6 @@ Create Date: 2025-01-01 00:00:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = "0001"
