@@ -436,6 +436,21 @@ class Catalog:
             self._plots = {key: png for key, png in self._plots.items() if key[0] != object_id}
         return True
 
+    def decoded(self, object_id: str, points: int = 200) -> tuple[LightCurve, tuple]:
+        """The object's light curve and the curve its fingerprint decodes to, (t, mag, sigma, bands):
+        ``points`` times from the first detection to 20 days after the last, per band observed.
+        ValueError when the served model has no query decoder."""
+        _, lc = self.get_object(object_id)
+        if not self.encoder.can_reconstruct:
+            raise ValueError(f"the served model {self.version} has no query decoder: no decoded curve")
+        return lc, self._decode(lc, points)
+
+    def _decode(self, lc: LightCurve, points: int = 200) -> tuple:
+        bands = [BANDS[b] for b in np.unique(lc.band)]
+        t = np.linspace(0.0, max(lc.duration, 1.0) + 20, points)  # from the first detection on
+        mag, sigma = self.encoder.reconstruct(lc, t, bands)
+        return t, mag, sigma, bands
+
     def plot(self, object_id: str) -> bytes:
         from app.plots import render_plot
 
@@ -444,12 +459,7 @@ class Catalog:
         with self._plot_lock:
             if key in self._plots:  # the same object, unchanged: concurrent and repeated views draw once
                 return self._plots[key]
-        recon = None
-        if self.encoder.can_reconstruct:
-            bands = [BANDS[b] for b in np.unique(lc.band)]
-            t = np.linspace(0.0, max(lc.duration, 1.0) + 20, 200)  # from the first detection on
-            mag, sigma = self.encoder.reconstruct(lc, t, bands)
-            recon = (t, mag, sigma, bands)
+        recon = self._decode(lc) if self.encoder.can_reconstruct else None
         nbs = []
         for nb in self.neighbors(object_id, 3, Filters()):
             nb_lc = self.lightcurve(nb["object_id"], missing_ok=True)

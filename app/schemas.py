@@ -89,6 +89,20 @@ class ObjectDetail(ObjectSummary):
     fingerprint: list[float] | None = Field(None, description="the served model's fingerprint (with ?fingerprint=true)")
 
 
+class DecodedBand(BaseModel):
+    band: str
+    mjd: list[float]
+    mag: list[float] = Field(..., description="decoded magnitude")
+    mag_err: list[float] = Field(..., description="the decoder's 1-sigma, magnitudes")
+
+
+class DecodedCurve(BaseModel):
+    object_id: str
+    model: str
+    first_mjd: float = Field(..., description="the first detection")
+    bands: list[DecodedBand]
+
+
 class Neighbor(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     object_id: str

@@ -50,10 +50,10 @@ from training.train import main as train_main
 
 K = 10
 MIN_DETECTIONS = 5
-ARCHITECTURE = ["--mode", "ae", "--latent-dims", "64", "--use-metadata", "--use-gp", "--no-gp-fit",
+ARCHITECTURE = ["--mode", "ae", "--latent-dims", "64", "--use-metadata", "--use-features", "--no-gp-fit",
                 "--num-classes", "7", "--random-truncate", "--min-detections", "3", "--d-model", "64",
                 "--n-layers", "3", "--n-heads", "4", "--d-ff", "128", "--dropout", "0.1", "--max-len", "128",
-                "--decoder-film"]  # fmt: skip  # the default checkpoint's (scripts/train_default.sh)
+                "--decoder-film"]  # fmt: skip  # the default checkpoint's (training/recipes/default.toml)
 
 
 def balanced(lcs: list[LightCurve], per_class: int, rng: np.random.Generator | None = None) -> list[LightCurve]:

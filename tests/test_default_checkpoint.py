@@ -4,6 +4,7 @@ light curves (a seed training never saw) put same-class objects nearest far more
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,3 +51,24 @@ def test_the_classifier_beats_the_majority_class_on_fresh_synthetic_data(encoder
     acc = np.mean([p == t for p, t in zip(pred, truth, strict=True)])
     majority = max(Counter(truth).values()) / len(truth)
     assert acc > majority + 0.1, (acc, majority)
+
+
+def test_the_service_serves_the_bundled_model_without_loading_pytorch(tmp_path):
+    """The default precision takes the bundled serving export: libtorch is never mapped into the
+    server process (what keeps an idle service small; benchmarks/bench_memory.py measures it)."""
+    import httpx
+
+    from tests._server import Server
+
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("no /proc: cannot read the server's mapped libraries")
+    env = {"RTF_DATABASE_URL": f"sqlite:///{tmp_path / 'rtf.db'}", "RTF_INDEX_DIR": str(tmp_path / "index"),
+           "RTF_DEMO": "0", "RTF_PRECISION": "auto", "RTF_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    with Server(env) as server:
+        lc = {"object_id": "a", "detections": [{"mjd": 60000 + i, "band": "gr"[i % 2], "mag": 19 - 0.1 * i,
+                                                "mag_err": 0.05} for i in range(6)]}  # fmt: skip
+        r = httpx.post(server.url + "/v1/fingerprints", json={"lightcurves": [lc]})
+        assert r.status_code == 200 and len(r.json()["fingerprints"][0]["vector"]) == 64
+        mapped = Path(f"/proc/{server.proc.pid}/maps").read_text()
+        assert "onnxruntime" in mapped and "libtorch" not in mapped

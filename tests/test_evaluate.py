@@ -17,7 +17,8 @@ from encoder.lightcurve import LightCurve
 from encoder.model.rtf import ModelConfig, RTFModel
 from encoder.taxonomy import COARSE_CLASSES, FINE_CLASSES
 from training.evaluate import baselines, metrics
-from training.evaluate.cli import main, stratified_subsample
+from training.evaluate.cli import main
+from training.evaluate.context import stratified_subsample
 
 torch.set_num_threads(1)
 
@@ -135,7 +136,7 @@ def tiny_run(tmp_path_factory):
 
 def test_knn_and_anomaly_cli_end_to_end(tiny_run, tmp_path, monkeypatch):
     path, lcs = tiny_run
-    monkeypatch.setattr("training.evaluate.cli.load_source", lambda src: lcs)
+    monkeypatch.setattr("training.evaluate.context.load_source", lambda src: lcs)
     out = tmp_path / "eval"
     base = ["--checkpoint", str(path), "--data", "synthetic:test", "--holdout", "none", "--out", str(out)]
     main(["knn", *base])
@@ -158,9 +159,9 @@ def test_knn_and_anomaly_cli_end_to_end(tiny_run, tmp_path, monkeypatch):
 
 def test_early_cli_end_to_end(tiny_run, tmp_path, monkeypatch):
     path, lcs = tiny_run
-    monkeypatch.setattr("training.evaluate.cli.load_source", lambda src: lcs)
+    monkeypatch.setattr("training.evaluate.context.load_source", lambda src: lcs)
     monkeypatch.setattr(baselines, "RF_TREES", 10)  # speed
-    monkeypatch.setattr("training.evaluate.cli.BASELINE_CLASSIFIERS", ("rf", "knn"))
+    monkeypatch.setattr("training.evaluate.tasks.early.BASELINE_CLASSIFIERS", ("rf", "knn"))
     out = tmp_path / "eval"
     main(["early", "--checkpoint", str(path), "--data", "x", "--holdout", "none", "--cv", "3", "--out", str(out)])
     res = json.loads((out / "early.json").read_text())
@@ -173,7 +174,7 @@ def test_early_cli_end_to_end(tiny_run, tmp_path, monkeypatch):
 
 def test_recon_and_probe_cli_with_two_checkpoints(tiny_run, tmp_path, monkeypatch):
     path, lcs = tiny_run
-    monkeypatch.setattr("training.evaluate.cli.load_source", lambda src: lcs)
+    monkeypatch.setattr("training.evaluate.context.load_source", lambda src: lcs)
     monkeypatch.setattr(baselines, "RF_TREES", 10)
     out = tmp_path / "eval"
     ckpts = ["--checkpoint", str(path), str(path.parent / "vae.pt")]

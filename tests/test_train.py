@@ -1,9 +1,10 @@
-"""rtf-train end to end on a tiny synthetic survey: the run folder, resuming, and fine-tuning stages."""
+"""rtf-train end to end on a tiny synthetic survey: the run folder, resuming, and fine-tuning stages
+(the command line itself: tests/test_training_config.py)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -43,8 +44,20 @@ def test_a_run_folder_holds_a_loadable_checkpoint_summary_and_metrics(base_run):
     assert out.vectors.shape == (5, 8) and np.isfinite(out.vectors).all()
 
 
+def test_the_command_line_trains_the_run_its_config_describes(tmp_path):
+    from training.train import main
+
+    out = tmp_path / "cli"
+    main(["--data", *DATA, "--out", str(out), "--use-metadata", "--use-features", "--no-gp-fit", "--d-model", "16",
+          "--n-layers", "1", "--n-heads", "2", "--d-ff", "32", "--dropout", "0", "--max-len", "32", "--latent-dims",
+          "8", "--epochs", "1", "--batch-size", "16", "--workers", "1", "--threads", "1"])  # fmt: skip
+    assert json.loads((out / "summary.json").read_text())["config"] == asdict(tiny_run(out))
+    saved = load_checkpoint(out / "model.pt")
+    assert saved.config.use_gp and saved.config.gp_dim > 0 and not saved.spec.gp_fit  # the keys serving reads
+
+
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
-    import training.train as train_module
+    import training.loop as train_module
 
     real_evaluate, calls = train_module.evaluate, []
 
@@ -98,7 +111,7 @@ def test_fine_tuning_on_other_data_keeps_the_normalisation_and_learns_from_label
 
 
 def test_two_views_put_each_object_twice_in_its_batch_truncated_apart(tmp_path, monkeypatch):
-    import training.train as train_module
+    import training.loop as train_module
 
     batches, real_collate = [], train_module.collate
 
@@ -148,3 +161,35 @@ def test_ema_saves_the_averaged_weights_and_state_keeps_the_last(tmp_path):
     train(tiny_run(tmp_path / "plain"))
     with pytest.raises(SystemExit, match="without --ema"):  # resuming a plain run with an average it never kept
         train(tiny_run(tmp_path / "plain", ema=0.9))
+
+
+def test_a_recipe_runs_its_stages_in_order_each_from_the_last(tmp_path):
+    from training import recipe
+
+    (tmp_path / "tiny.toml").write_text("""
+[common]
+data = ["synthetic:ztf:90:3"]
+use-features = true
+gp-fit = false
+d-model = 16
+n-layers = 1
+n-heads = 2
+d-ff = 32
+latent-dims = 8
+max-len = 32
+batch-size = 16
+workers = 1
+threads = 1
+[[stage]]
+name = "1-base"
+epochs = 1
+[[stage]]
+name = "2-tuned"
+epochs = 1
+init-from = "{out}/1-base/model.pt"
+""")
+    recipe.main([str(tmp_path / "tiny.toml"), "--data-dir", "unused", "--out", str(tmp_path / "runs")])
+    summary = json.loads((tmp_path / "runs" / "2-tuned" / "summary.json").read_text())
+    assert summary["config"]["init_from"] == str(tmp_path / "runs" / "1-base" / "model.pt")
+    assert summary["config"]["model"]["use_gp"] and not summary["config"]["gp_fit"]
+    assert load_checkpoint(tmp_path / "runs" / "2-tuned" / "model.pt").config.latent_dim == 8

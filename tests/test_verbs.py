@@ -11,6 +11,7 @@ from _server import as_json, synth_lightcurves
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from encoder.lightcurve import BANDS
 
 
 def _walk(client, **params) -> list[dict]:
@@ -193,3 +194,21 @@ def test_the_fingerprint_export_is_every_stored_fingerprint(client):
     stored = catalog.store.get_objects(ids[:50], catalog.version)
     labels, fine = table.column("label").to_pylist(), table.column("fine_label").to_pylist()
     assert [(labels[i], fine[i]) for i in range(50)] == [(stored[o].label, stored[o].fine_label) for o in ids[:50]]
+
+
+def test_the_decoded_curve_is_what_the_encoder_reconstructs(client):
+    oid = client.get("/v1/objects", params={"limit": 1, "min_detections": 10}).json()["items"][0]["object_id"]
+    r = client.get(f"/v1/objects/{quote(oid, safe='')}/decoded", params={"points": 30})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    catalog = client.app.state.catalog
+    lc = catalog.lightcurve(oid)
+    assert {b["band"] for b in body["bands"]} == {BANDS[b] for b in np.unique(lc.band)}
+    t = np.linspace(0.0, max(lc.duration, 1.0) + 20, 30)
+    mag, sigma = catalog.encoder.reconstruct(lc, t, [b["band"] for b in body["bands"]])
+    for i, band in enumerate(body["bands"]):
+        assert len(band["mjd"]) == len(band["mag"]) == 30 and band["mjd"][0] == pytest.approx(body["first_mjd"])
+        np.testing.assert_allclose(band["mag"], mag[i], atol=1e-3)
+        np.testing.assert_allclose(band["mag_err"], sigma[i], atol=1e-3)
+    assert client.get("/v1/objects/no-such-object/decoded").status_code == 404
+    assert client.get(f"/v1/objects/{quote(oid, safe='')}/decoded", params={"points": 1}).status_code == 422

@@ -102,6 +102,8 @@ def test_anomalies_object_and_neighbour(page, server):
     detail = httpx.get(f"{server.url}/v1/objects/{oid}").json()
     assert int(lc.get_attribute("data-points")) == len(detail["lightcurve"]["detections"]) > 0
     assert lc.locator(".det circle").count() == len(detail["lightcurve"]["detections"])
+    decoded = httpx.get(f"{server.url}/v1/objects/{oid}/decoded").json()
+    assert lc.locator(".decoded path.curve").count() == len(decoded["bands"]) > 0  # the model's curve, per band
     assert oid in lc.get_attribute("aria-label")
     terms, values = page.locator("dl.facts dt").all_inner_texts(), page.locator("dl.facts dd").all_inner_texts()
     facts = dict(zip(terms, values, strict=True))

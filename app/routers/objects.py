@@ -25,6 +25,8 @@ from app.schemas import (
     CLASS_HELP,
     ConeMatch,
     ConeResponse,
+    DecodedBand,
+    DecodedCurve,
     NeighborQuery,
     NeighborsBatchResponse,
     NeighborsOf,
@@ -36,7 +38,7 @@ from app.schemas import (
     SearchRequest,
 )
 from encoder.jsonform import LightCurveIn
-from encoder.lightcurve import LightCurveError
+from encoder.lightcurve import MJD_OFFSET, LightCurveError
 
 router = APIRouter(prefix="/v1", tags=["objects"])
 # no control characters (as at ingest; PostgreSQL rejects NUL in text, which was a 500)
@@ -181,6 +183,25 @@ async def plot(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep) ->
     except UnknownObject:
         raise _unknown(object_id) from None
     return Response(png, media_type="image/png")
+
+
+@router.get("/objects/{object_id}/decoded", summary="The curve decoded from an object's fingerprint",
+            response_model=DecodedCurve, responses=errors(404, 409))
+async def decoded(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep,
+                  points: Annotated[int, Query(ge=2, le=1000, description="times per band")] = 200) -> DecodedCurve:
+    """What the model's decoder makes of the fingerprint: magnitude and its 1-sigma per band, from the
+    first detection to 20 days after the last (the curve the plot draws; one light curve's encoding,
+    in the CPU-work pool)."""
+    try:
+        lc, (t, mag, sigma, bands) = await offload.run(catalog.decoded, object_id, points)
+    except UnknownObject:
+        raise _unknown(object_id) from None
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    start = float(lc.time[0]) - MJD_OFFSET
+    return DecodedCurve(object_id=object_id, model=catalog.version, first_mjd=start, bands=[
+        DecodedBand(band=b, mjd=[round(start + x, 5) for x in t.tolist()], mag=[round(x, 4) for x in mag[i].tolist()],
+                    mag_err=[round(x, 4) for x in sigma[i].tolist()]) for i, b in enumerate(bands)])  # fmt: skip
 
 
 @router.post("/search", summary="Search by light curve or fingerprint", response_model=NeighborsResponse, dependencies=[Depends(require_read_key)], responses={

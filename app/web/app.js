@@ -127,22 +127,29 @@ async function api(path, { method = "GET", json, body, contentType, signal } = {
 const errorBox = (err) => h("p", { class: "error", role: "alert" }, err instanceof ApiError ? err.message : "Error: " + err.message);
 
 let classesPromise = null;
-/** The served model's coarse classes (for the class filters), fetched once; the footer names the model. */
+/** The served model's classes for the filters, {coarse, fine} (a fine name that is also coarse is left
+ *  out of fine: the filters read it as the coarse class), fetched once; the footer names the model. */
 function classes() {
   classesPromise ||= api("/v1/models").then((r) => {
     const m = r.models.find((x) => x.active) || r.models[0];
     const foot = document.getElementById("model-version");
     if (m) foot.textContent = `model ${m.version} · ${r.objects.toLocaleString()} objects`;
-    return m ? m.coarse_classes : [];
-  }).catch(() => { classesPromise = null; return []; });
+    const coarse = m ? m.coarse_classes : [];
+    return { coarse, fine: (m ? m.fine_classes : []).filter((n) => !coarse.includes(n)) };
+  }).catch(() => { classesPromise = null; return { coarse: [], fine: [] }; });
   return classesPromise;
 }
 
 function classSelect(id, current, anyLabel = "any class") {
   const sel = h("select", { id, name: "class" }, h("option", { value: "" }, anyLabel));
   if (current) sel.append(h("option", { value: current, selected: true }, current));
-  classes().then((names) => {
-    for (const n of names) if (n !== current) sel.append(h("option", { value: n }, n));
+  classes().then(({ coarse, fine }) => {
+    for (const [label, names] of [["coarse classes", coarse], ["fine classes", fine]]) {
+      if (!names.length) continue;
+      const group = h("optgroup", { label });
+      for (const n of names) if (n !== current) group.append(h("option", { value: n }, n));
+      sel.append(group);
+    }
   });
   return sel;
 }
@@ -184,12 +191,19 @@ function bands(points) {
 }
 
 /** The whole light curve: error bars, upper limits (triangles), axes in days and magnitude (or flux). */
-function lightcurveSvg(lc, { width = 760, height = 300 } = {}) {
+function lightcurveSvg(lc, { width = 760, height = 300, decoded = null } = {}) {
   const { useMag, pts, uls } = lightcurvePoints(lc);
   const all = pts.concat(uls);
+  // the curve decoded from the fingerprint (GET /v1/objects/{id}/decoded): it widens the time axis only
+  const curves = (decoded ? decoded.bands : []).map((b) => ({
+    band: b.band,
+    pts: b.mjd.map((t, i) => ({ t, y: useMag ? b.mag[i] : magToFlux(b.mag[i]),
+      lo: useMag ? b.mag[i] - b.mag_err[i] : magToFlux(b.mag[i] + b.mag_err[i]),
+      hi: useMag ? b.mag[i] + b.mag_err[i] : magToFlux(b.mag[i] - b.mag_err[i]) })),
+  }));
   const t0 = pts.length ? Math.min(...pts.map((p) => p.t)) : 0;
   const m = { l: 56, r: 14, t: 14, b: 40 };
-  const xs = all.map((p) => p.t - t0);
+  const xs = all.concat(curves.flatMap((c) => c.pts)).map((p) => p.t - t0);
   const ys = pts.flatMap((p) => [p.y - p.err, p.y + p.err]).concat(uls.map((p) => p.y));
   let [x0, x1] = [Math.min(0, ...xs), Math.max(1, ...xs)];
   let [y0, y1] = ys.length ? [Math.min(...ys), Math.max(...ys)] : [0, 1];
@@ -223,6 +237,19 @@ function lightcurveSvg(lc, { width = 760, height = 300 } = {}) {
     s("text", { transform: `translate(14 ${(m.t + height - m.b) / 2}) rotate(-90)`, "text-anchor": "middle",
       class: "axis-label" }, useMag ? "magnitude" : "flux (nJy)"));
   svg.append(axes);
+  if (curves.length) {
+    const clip = `clip-${Math.random().toString(36).slice(2)}`;
+    svg.append(s("clipPath", { id: clip }, s("rect", { x: m.l, y: m.t, width: width - m.l - m.r, height: height - m.t - m.b })));
+    const model = s("g", { class: "decoded", "clip-path": `url(#${clip})` });
+    for (const c of curves) {
+      const line = c.pts.map((p, i) => `${i ? "L" : "M"}${X(p.t - t0).toFixed(1)},${Y(p.y).toFixed(1)}`).join("");
+      const upper = c.pts.map((p, i) => `${i ? "L" : "M"}${X(p.t - t0).toFixed(1)},${Y(p.hi).toFixed(1)}`).join("");
+      const lower = c.pts.slice().reverse().map((p) => `L${X(p.t - t0).toFixed(1)},${Y(p.lo).toFixed(1)}`).join("");
+      model.append(s("path", { class: `sigma band-${c.band}`, d: upper + lower + "Z" }),
+        s("path", { class: `curve band-${c.band}`, d: line }, s("title", {}, `${c.band}: decoded from the fingerprint (±1σ)`)));
+    }
+    svg.append(model);
+  }
   const data = s("g", { class: "data" });
   for (const p of uls) {
     const [x, y] = [X(p.t - t0), Y(p.y)];
@@ -243,7 +270,8 @@ function lightcurveSvg(lc, { width = 760, height = 300 } = {}) {
   const legend = h("ul", { class: "legend", "aria-label": "bands" },
     bandList.map((b) => h("li", { class: `band-${b}` }, h("span", { class: "swatch", "aria-hidden": "true" }),
       legendText(b, pts, uls))),
-    uls.length ? h("li", { class: "ul-key" }, "▼ upper limit") : null);
+    uls.length ? h("li", { class: "ul-key" }, "▼ upper limit") : null,
+    curves.length ? h("li", { class: "decoded-key" }, "— decoded from the fingerprint, ±1σ shaded") : null);
   return h("figure", { class: "lc-figure" }, svg, legend);
 }
 
@@ -390,6 +418,7 @@ function factList(obj) {
   const rows = [
     ["Survey", obj.survey || "—"],
     ["Predicted class", classTag(obj.label)],
+    ["Predicted fine class", obj.fine_label || "—"],
     ["Known class", obj.known_label || "—"],
     ["Anomaly score", scoreCell(obj.anomaly_score)],
     ["Detections", obj.n_detections],
@@ -439,7 +468,8 @@ async function objectView(root, id, params, live) {
   if (params.get("class")) nq.set("class", params.get("class"));
   if (params.get("min_detections")) nq.set("min_detections", params.get("min_detections"));
   const enc = encodeURIComponent(id);
-  const [obj, nbs] = await Promise.allSettled([api(`/v1/objects/${enc}`), api(`/v1/objects/${enc}/neighbors?${nq}`)]);
+  const [obj, nbs, dec] = await Promise.allSettled([api(`/v1/objects/${enc}`), api(`/v1/objects/${enc}/neighbors?${nq}`),
+    api(`/v1/objects/${enc}/decoded?points=150`)]);
   if (!live()) return;
   if (obj.status === "rejected") {
     root.append(h("h1", { class: "object-id" }, id), errorBox(obj.reason), h("p", {}, h("a", { href: "#/" }, "Back to the anomalies")));
@@ -451,7 +481,9 @@ async function objectView(root, id, params, live) {
     h("h1", { class: "object-id" }, o.object_id),
     h("div", { class: "object-grid" },
       h("section", { class: "card lc", "aria-labelledby": "lc-h" }, h("h2", { id: "lc-h" }, "Light curve"),
-        lightcurveSvg(o.lightcurve), modelFigure(o.object_id)),
+        lightcurveSvg(o.lightcurve, { decoded: dec.status === "fulfilled" ? dec.value : null }),
+        dec.status === "rejected" ? h("p", { class: "muted" }, `No decoded curve: ${dec.reason.message}`) : null,
+        modelFigure(o.object_id)),
       h("section", { class: "card", "aria-labelledby": "facts-h" }, h("h2", { id: "facts-h" }, "Summary"), factList(o)),
       h("section", { class: "card", id: "classification", "aria-labelledby": "cls-h" },
         h("h2", { id: "cls-h" }, "Classification"),
