@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from app.settings import Settings
 from encoder.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from encoder.inference import Encoded, Encoder, describe
 from encoder.lightcurve import BANDS, META_FIELDS, LightCurve, LightCurveError
-from indexing.classes import class_key, coarse_part, fine_part, keys_matching
+from indexing.classes import ClassFilter, class_key, coarse_part, fine_part
 from indexing.history import History
 from indexing.models import utcnow
 from indexing.persistence import file_sha256, save_index
@@ -44,20 +45,6 @@ PLOT_CACHE_SIZE = 64
 
 class UnknownObject(KeyError):
     """No such object in the catalogue."""
-
-
-@dataclass
-class Filters:
-    classes: list[str] | None = None
-    anomaly_min: float | None = None
-    anomaly_max: float | None = None
-    since: float | None = None
-    min_detections: int | None = None
-
-    def as_kwargs(self, index_classes: list[str] | None) -> dict:
-        """The index's search filters; ``index_classes``: the class keys the names select."""
-        return {"classes": index_classes, "anomaly_min": self.anomaly_min, "anomaly_max": self.anomaly_max,
-                "last_jd_min": self.since, "min_detections": self.min_detections}  # fmt: skip
 
 
 @dataclass
@@ -265,22 +252,15 @@ class Catalog:
             return f"unknown class {name!r}{hint} Valid coarse classes: {coarse}; fine classes: {fine}"
         return None
 
-    def _levels(self, names: list[str]) -> tuple[list[str], list[str]]:
-        """Class filter names split into (coarse, fine). A name that is both (SNIa, TDE, ...) is coarse."""
-        coarse = [n for n in names if n in self.encoder.coarse_classes]
-        return coarse, [n for n in names if n not in coarse]
-
-    def _index_filters(self, filters: Filters) -> dict:
-        keys = None
-        if filters.classes is not None:
-            keys = keys_matching(self.index.class_names, *self._levels(filters.classes))
-        return filters.as_kwargs(keys)
-
-    def _sql_class(self, name: str | None) -> dict:
-        """The store's filter for one class name: ``label`` (coarse) or ``fine_label``."""
-        if name is None:
-            return {}
-        return {"label": name} if name in self.encoder.coarse_classes else {"fine_label": name}
+    def _filters(self, filters: dict[str, Any]) -> dict[str, Any]:
+        """Filters as the index and the store take them (``indexing.filters``): class names become a
+        ClassFilter, a name that is a coarse class being the coarse class."""
+        out = dict(filters)
+        if out.get("classes") is not None:
+            names = [out["classes"]] if isinstance(out["classes"], str) else list(out["classes"])
+            coarse = frozenset(n for n in names if n in self.encoder.coarse_classes)
+            out["classes"] = ClassFilter(coarse, frozenset(names) - coarse)
+        return out
 
     def probabilities(self, enc: Encoded, i: int) -> tuple[dict[str, float], dict[str, float]]:
         return class_probabilities(self.encoder, enc, i)
@@ -395,8 +375,9 @@ class Catalog:
             raise UnknownObject(object_id)
         return v
 
-    def search(self, vector: np.ndarray, k: int, filters: Filters, exclude: tuple[str, ...] = ()) -> list[dict]:
-        hits: list[Neighbor] = self.index.search(vector, k, exclude_ids=exclude, **self._index_filters(filters))
+    def search(self, vector: np.ndarray, k: int, filters: dict[str, Any], exclude: tuple[str, ...] = ()) -> list[dict]:
+        """The k nearest neighbours of ``vector`` passing ``filters`` (names of ``indexing.filters``)."""
+        hits: list[Neighbor] = self.index.search(vector, k, exclude_ids=exclude, **self._filters(filters))
         return [self._hit(h) for h in hits]
 
     def _hit(self, h: Neighbor) -> dict:
@@ -406,23 +387,23 @@ class Catalog:
                 "fine_class": fine_part(key), "anomaly_score": _finite(attrs.get("anomaly_score")),
                 "n_detections": attrs.get("n_detections")}  # fmt: skip
 
-    def neighbors(self, object_id: str, k: int, filters: Filters) -> list[dict]:
+    def neighbors(self, object_id: str, k: int, filters: dict[str, Any]) -> list[dict]:
         return self.search(self.vector_of(object_id), k, filters, exclude=(object_id,))
 
-    def anomalies(self, limit: int, cursor: str | None, label: str | None, since: float | None):
-        return self.store.anomalies(model_version=self.version, limit=limit, cursor=cursor, since_jd=since,
-                                    **self._sql_class(label))  # fmt: skip
+    def anomalies(self, limit: int, cursor: str | None, filters: dict[str, Any]
+                  ) -> tuple[list[ObjectState], str | None]:  # fmt: skip
+        return self.store.anomalies(model_version=self.version, limit=limit, cursor=cursor, **self._filters(filters))
 
-    def neighbors_many(self, object_ids: list[str], k: int, filters: Filters) -> list[list[dict]]:
+    def neighbors_many(self, object_ids: list[str], k: int, filters: dict[str, Any]) -> list[list[dict]]:
         """:meth:`neighbors` of several objects in one index pass (UnknownObject names the first unknown)."""
         vectors = np.stack([self.vector_of(o) for o in object_ids])
-        hits = self.index.search_batch(vectors, k + 1, **self._index_filters(filters))
+        hits = self.index.search_batch(vectors, k + 1, **self._filters(filters))
         return [[self._hit(h) for h in row if h.object_id != oid][:k] for oid, row in zip(object_ids, hits, strict=True)]
 
-    def list_objects(self, limit: int, cursor: str | None, label: str | None, since: float | None,
-                     min_detections: int | None) -> tuple[list[ObjectState], str | None]:  # fmt: skip
-        return self.store.list_objects(model_version=self.version, limit=limit, cursor=cursor, since_jd=since,
-                                       min_detections=min_detections, **self._sql_class(label))  # fmt: skip
+    def list_objects(self, limit: int, cursor: str | None, filters: dict[str, Any]
+                     ) -> tuple[list[ObjectState], str | None]:  # fmt: skip
+        return self.store.list_objects(model_version=self.version, limit=limit, cursor=cursor,
+                                       **self._filters(filters))  # fmt: skip
 
     def delete(self, object_id: str) -> bool:
         """Delete an object from SQL (light curve, fingerprints of every version) and from this
@@ -461,7 +442,7 @@ class Catalog:
                 return self._plots[key]
         recon = self._decode(lc) if self.encoder.can_reconstruct else None
         nbs = []
-        for nb in self.neighbors(object_id, 3, Filters()):
+        for nb in self.neighbors(object_id, 3, {}):
             nb_lc = self.lightcurve(nb["object_id"], missing_ok=True)
             if nb_lc is not None:
                 nbs.append((nb_lc, nb["similarity"], nb["class"]))

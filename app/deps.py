@@ -4,15 +4,17 @@ and the light curves of a request body (JSON or Avro alert packets)."""
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
 
 from app.bodies import BodyError, lightcurve_error_detail
 from app.catalog import Catalog
 from app.offload import Offload
+from app.schemas import filters_of
 from app.settings import Settings
 from encoder.inference import Encoded
 from encoder.lightcurve import LightCurve, LightCurveError
@@ -117,6 +119,14 @@ async def encode_lightcurves(request: Request, catalog: Catalog, lcs: list[Light
     if idle and sum(len(lc) for lc in lcs) <= INLINE_MAX_DETECTIONS:
         return catalog.encode(lcs)
     return await request.app.state.offload.run(catalog.encode, lcs)
+
+
+def request_filters(catalog: Catalog, req: BaseModel, where: str) -> dict[str, Any]:
+    """The filters (``indexing.filters``) set in a request's query (``where`` "query") or body;
+    a 422 names an unknown class."""
+    filters = filters_of(req)
+    check_classes(catalog, filters.get("classes"), (where, "class" if where == "query" else "classes"))
+    return filters
 
 
 def check_classes(catalog: Catalog, names: list[str] | str | None, loc: tuple[str, ...]) -> None:

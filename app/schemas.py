@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model
 
 from encoder.jsonform import _EXAMPLE, LightCurveIn
 from encoder.lightcurve import MJD_OFFSET
+from indexing.filters import FILTERS
 
 MAX_BATCH = 1000
-CLASS_HELP = ("a coarse class (SNIa, SNcc, CV, ...) or a fine one (SNII, SNIIn, KN, ...); a name that is both "
-              "is the coarse class; GET /v1/models lists them")  # fmt: skip
 
 
 class LightCurveBatch(BaseModel):
@@ -119,16 +120,36 @@ class NeighborsResponse(BaseModel):
     neighbors: list[Neighbor]
 
 
-class NeighborQuery(BaseModel):
-    """How many neighbours, and the filters they must pass (the bodies of the neighbour searches)."""
+def _filter_fields(query: bool) -> dict[str, Any]:
+    """Pydantic fields of the filters declared in :data:`indexing.filters.FILTERS` (as query
+    parameters: under their alias where they have one, ``class``)."""
+    fields: dict[str, Any] = {}
+    for f in FILTERS:
+        kind = list[str] if f.bound == "in" else f.type
+        bounds = {"ge": f.ge, "le": f.le, "max_length": 32 if f.bound == "in" else None}
+        extra = {k: v for k, v in bounds.items() if v is not None}
+        if query and f.alias:
+            extra["alias"] = f.alias
+        fields[f.name] = (kind | None, Field(None, description=f.description, **extra))
+    return fields
 
+
+#: The filters as query parameters (GET listings and neighbours)
+FilterParams = create_model("FilterParams", **_filter_fields(query=True))
+
+
+class _Neighbors(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    k: int = Field(10, ge=1, le=1000)
-    classes: list[str] | None = Field(None, max_length=32, description=f"only these predicted classes: {CLASS_HELP}")
-    anomaly_min: float | None = Field(None, description="only anomaly scores at least this")
-    anomaly_max: float | None = Field(None, description="only anomaly scores at most this")
-    since: float | None = Field(None, description="last detection at or after this JD")
-    min_detections: int | None = Field(None, ge=0, description="at least this many detections")
+    k: int = Field(10, ge=1, le=1000, description="number of neighbours")
+
+
+#: How many neighbours, and the filters they must pass (the bodies of the neighbour searches)
+NeighborQuery = create_model("NeighborQuery", __base__=_Neighbors, **_filter_fields(query=False))
+
+
+def filters_of(model: BaseModel) -> dict[str, Any]:
+    """The filters set in a request (by their declared names)."""
+    return {f.name: getattr(model, f.name) for f in FILTERS if getattr(model, f.name) is not None}
 
 
 class NeighborsRequest(NeighborQuery):

@@ -8,6 +8,9 @@ has no fine class for it), a filter on either level becomes a set of keys:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import or_
 
 SEPARATOR = "/"
 
@@ -32,3 +35,26 @@ def keys_matching(keys: Iterable[str], coarse: Iterable[str] = (), fine: Iterabl
     """The keys whose coarse class is in ``coarse`` or whose fine class is in ``fine``."""
     coarse, fine = set(coarse), set(fine)
     return [k for k in keys if coarse_part(k) in coarse or fine_part(k) in fine]
+
+
+@dataclass(frozen=True)
+class ClassFilter:
+    """A class filter: objects whose coarse class is in ``coarse`` or whose fine class is in ``fine``."""
+
+    coarse: frozenset[str] = frozenset()
+    fine: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, value: ClassFilter | str | Iterable[str]) -> ClassFilter:
+        """A filter as given: a ClassFilter, or names that are matched as the coarse class."""
+        if isinstance(value, ClassFilter):
+            return value
+        return cls(frozenset([value] if isinstance(value, str) else value))
+
+    def keys(self, keys: Iterable[str]) -> list[str]:
+        """The class keys (of an index) that pass."""
+        return keys_matching(keys, self.coarse, self.fine)
+
+    def sql(self, coarse_column, fine_column):
+        """The SQL condition on the stored coarse and fine label columns."""
+        return or_(coarse_column.in_(sorted(self.coarse)), fine_column.in_(sorted(self.fine)))

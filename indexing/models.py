@@ -1,6 +1,7 @@
 """SQLAlchemy 2 ORM schema of the metadata store (the source of truth for fingerprints).
 
-Migrations live in ``indexing/alembic/`` (package data; ``alembic.ini`` at the top points the CLI there) and must produce exactly this schema
+Migrations live beside this module, in ``indexing/alembic/`` (package data, :data:`MIGRATIONS`; ``alembic.ini``
+at the top points the CLI there), and must produce exactly this schema
 (``tests/test_store.py::test_migrations_match_models`` compares them). Change both together:
 edit the models, then ``alembic revision --autogenerate -m "..."`` and review the script.
 
@@ -18,6 +19,7 @@ a fingerprint whose object moved on since is stale (re-encoding finds them by it
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -45,6 +47,9 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+#: The Alembic scripts of this schema
+MIGRATIONS = Path(__file__).resolve().parent / "alembic"
 
 
 def utcnow() -> datetime:

@@ -42,6 +42,9 @@ from typing import Any
 import faiss
 import numpy as np
 
+from indexing.classes import ClassFilter
+from indexing.filters import active, index_mask
+
 __all__ = ["KINDS", "IndexConfig", "Neighbor", "RWLock", "VectorIndex", "configure_faiss", "normalize"]
 
 KINDS = ("auto", "flat", "hnsw", "ivf_sq8")
@@ -585,24 +588,17 @@ class VectorIndex:
 
     def _match_mask(self, c: _Core, f: dict[str, Any]) -> np.ndarray:
         n = c.n_labels
-        m = c.alive[:n].copy()
-        if f.get("classes") is not None:
+        columns = {"anomaly_score": c.anomaly, "last_jd": c.last_jd, "n_detections": c.ndet}
+
+        def classes(cf: ClassFilter) -> np.ndarray:
             # a lookup table by code (5x faster than np.isin); its extra last slot, False, is where
             # code -1 (no label) lands
             allowed = np.zeros(len(self._class_codes) + 1, dtype=bool)
-            allowed[[self._class_codes[x] for x in f["classes"] if x in self._class_codes]] = True
-            m &= allowed[c.cls[:n]]
-        with np.errstate(invalid="ignore"):
-            if f.get("anomaly_min") is not None:
-                m &= c.anomaly[:n] >= f["anomaly_min"]
-            if f.get("anomaly_max") is not None:
-                m &= c.anomaly[:n] <= f["anomaly_max"]
-            if f.get("last_jd_min") is not None:
-                m &= c.last_jd[:n] >= f["last_jd_min"]
-            if f.get("last_jd_max") is not None:
-                m &= c.last_jd[:n] <= f["last_jd_max"]
-        if f.get("min_detections") is not None:
-            m &= c.ndet[:n] >= f["min_detections"]
+            allowed[[self._class_codes[key] for key in cf.keys(self._class_names)]] = True
+            return allowed[c.cls[:n]]
+
+        filters = {k: v for k, v in f.items() if k != "exclude_ids"}
+        m = c.alive[:n] & index_mask(filters, n, columns.__getitem__, classes)
         for oid in f.get("exclude_ids") or ():
             lab = c.label_of.get(oid)
             if lab is not None:
@@ -646,47 +642,22 @@ class VectorIndex:
         order = np.argsort(-top, axis=1, kind="stable")
         return np.take_along_axis(top, order, axis=1), labels[np.take_along_axis(part, order, axis=1)]
 
-    def search(
-        self,
-        vector: np.ndarray,
-        k: int = 10,
-        *,
-        classes: Iterable[str] | None = None,
-        anomaly_min: float | None = None,
-        anomaly_max: float | None = None,
-        last_jd_min: float | None = None,
-        last_jd_max: float | None = None,
-        min_detections: int | None = None,
-        exclude_ids: Iterable[str] = (),
-    ) -> list[Neighbor]:
-        """The k most similar objects (cosine, best first) among those matching every filter.
-
-        ``classes``: allowed class labels; ``anomaly_*`` / ``last_jd_*``: inclusive bounds (an
-        object without a value fails a bound); ``min_detections``: at least that many;
-        ``exclude_ids``: objects to leave out (e.g. the query object itself).
+    def search(self, vector: np.ndarray, k: int = 10, *, exclude_ids: Iterable[str] = (), **filters: Any
+               ) -> list[Neighbor]:  # fmt: skip
+        """The k most similar objects (cosine, best first) among those matching every filter
+        (:data:`indexing.filters.FILTERS`: ``classes`` (names, or a ClassFilter), ``anomaly_min`` /
+        ``anomaly_max``, ``since`` / ``until`` (last JD), ``min_detections``; a bound is inclusive and an
+        object without a value fails it); ``exclude_ids``: objects to leave out (e.g. the query object).
         Returns ``min(k, number of matches)`` neighbours.
         """
-        return self.search_batch(
-            np.asarray(vector, dtype=np.float32).reshape(1, -1),
-            k,
-            classes=classes,
-            anomaly_min=anomaly_min,
-            anomaly_max=anomaly_max,
-            last_jd_min=last_jd_min,
-            last_jd_max=last_jd_max,
-            min_detections=min_detections,
-            exclude_ids=exclude_ids,
-        )[0]
+        return self.search_batch(np.asarray(vector, dtype=np.float32).reshape(1, -1), k, exclude_ids=exclude_ids,
+                                 **filters)[0]  # fmt: skip
 
     def search_batch(self, vectors: np.ndarray, k: int = 10, **filters: Any) -> list[list[Neighbor]]:
         """:meth:`search` for a (n, dim) batch of queries with the same filters."""
         q = normalize(vectors, self.dim)
-        filters = {key: v for key, v in filters.items() if v is not None}
-        if "classes" in filters:
-            filters["classes"] = (
-                [filters["classes"]] if isinstance(filters["classes"], str) else list(filters["classes"])
-            )
         excl = set(filters.pop("exclude_ids", ()) or ())
+        filters = active(filters)
         with self._rw.read():
             c = self._core
             n_live = len(c.label_of)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.catalog import Catalog, Filters
+from app.catalog import Catalog
 from training.synthetic import SurveyConfig, generate_survey
 
 
@@ -22,7 +22,7 @@ def test_a_second_catalogue_sees_the_first_ones_ingests(make_settings, database_
         assert len(b.index) == len(a.index) == base + 12
         for lc in lcs:
             np.testing.assert_allclose(b.vector_of(lc.object_id), a.vector_of(lc.object_id), atol=1e-5)
-        hits = b.search(a.vector_of(lcs[3].object_id), 1, Filters())
+        hits = b.search(a.vector_of(lcs[3].object_id), 1, {})
         assert hits[0]["object_id"] == lcs[3].object_id
     finally:
         a.close()

@@ -187,9 +187,9 @@ def test_anomaly_paging_is_stable_with_ties(store):
             if cursor is None:
                 break
         assert seen == expected
-    page, _ = store.anomalies(model_version="m1", limit=100, label="TDE")
+    page, _ = store.anomalies(model_version="m1", limit=100, classes=["TDE"])
     assert {o.object_id for o in page} == {f"x{i:02d}" for i in range(0, 60, 3)}
-    page, _ = store.anomalies(model_version="m1", limit=100, since_jd=50)
+    page, _ = store.anomalies(model_version="m1", limit=100, since=50)
     assert {o.object_id for o in page} == {f"x{i:02d}" for i in range(50, 60)}
     page, _ = store.anomalies(model_version="m2", limit=100)  # another version ranks its own scores
     assert [o.object_id for o in page] == ids[:30] and {o.label for o in page} == {"AGN"}

@@ -109,10 +109,10 @@ def brute_force(vi_data, q, k, f):
             m &= an >= f["anomaly_min"]
         if f.get("anomaly_max") is not None:
             m &= an <= f["anomaly_max"]
-        if f.get("last_jd_min") is not None:
-            m &= jd >= f["last_jd_min"]
-        if f.get("last_jd_max") is not None:
-            m &= jd <= f["last_jd_max"]
+        if f.get("since") is not None:
+            m &= jd >= f["since"]
+        if f.get("until") is not None:
+            m &= jd <= f["until"]
     if f.get("min_detections") is not None:
         m &= nd >= f["min_detections"]
     m &= ~np.isin(np.array(ids, dtype=object), list(f.get("exclude_ids", ())))
@@ -128,8 +128,8 @@ filters_st = st.fixed_dictionaries(
         "classes": st.lists(st.sampled_from(["SNIa", "SNII", "TDE", "KN"]), max_size=3),
         "anomaly_min": st.floats(0, 1),
         "anomaly_max": st.floats(0, 1),
-        "last_jd_min": st.floats(0, 100),
-        "last_jd_max": st.floats(0, 100),
+        "since": st.floats(0, 100),
+        "until": st.floats(0, 100),
         "min_detections": st.integers(0, 20),
         "exclude_ids": st.lists(st.sampled_from([f"o{i}" for i in range(50)]), max_size=5),
     },

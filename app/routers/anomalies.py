@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from app.deps import CatalogDep, SettingsDep, check_classes
+from app.deps import CatalogDep, SettingsDep, request_filters
 from app.routers._docs import errors
-from app.routers._params import ClassName, Cursor, PageSize, Since
+from app.routers._params import Cursor, Filters, PageSize
 from app.schemas import AnomaliesResponse, AnomalyItem
 
 router = APIRouter(prefix="/v1", tags=["anomalies"])
@@ -20,16 +20,14 @@ EXAMPLE = {"items": [{"object_id": "synztf2026_0000412", "score": 0.97, "label":
 def anomalies(
     catalog: CatalogDep,
     settings: SettingsDep,
+    filters: Filters,
     limit: PageSize = 50,
     cursor: Cursor = None,
-    label: ClassName = None,
-    since: Since = None,
 ) -> AnomaliesResponse:
     """Most anomalous first (ties by object id). Pages never skip or repeat objects while the
     catalogue does not change."""
-    check_classes(catalog, label, ("query", "class"))
     try:
-        page, nxt = catalog.anomalies(min(limit, settings.max_page), cursor, label, since)
+        page, nxt = catalog.anomalies(min(limit, settings.max_page), cursor, request_filters(catalog, filters, "query"))
     except ValueError as exc:
         raise HTTPException(422, f"cursor: {exc}") from None
     items = [AnomalyItem(object_id=s.object_id, score=s.anomaly_score, label=s.label, fine_label=s.fine_label,

@@ -9,25 +9,23 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 
-from app.catalog import Catalog, Filters, UnknownObject
+from app.catalog import UnknownObject
 from app.deps import (
     CatalogDep,
     OffloadDep,
     SettingsDep,
-    check_classes,
     lightcurve_error,
+    request_filters,
     require_api_key,
     require_read_key,
 )
 from app.routers._docs import errors
-from app.routers._params import ClassName, Cursor, MinDetections, PageSize, Since
+from app.routers._params import Cursor, Filters, PageSize
 from app.schemas import (
-    CLASS_HELP,
     ConeMatch,
     ConeResponse,
     DecodedBand,
     DecodedCurve,
-    NeighborQuery,
     NeighborsBatchResponse,
     NeighborsOf,
     NeighborsRequest,
@@ -60,12 +58,6 @@ NEIGHBORS_EXAMPLE = {
 }
 
 
-def _body_filters(catalog: Catalog, req: NeighborQuery) -> Filters:
-    """The filters of a neighbour-search body (a 422 names an unknown class)."""
-    check_classes(catalog, req.classes, ("body", "classes"))
-    return Filters(req.classes, req.anomaly_min, req.anomaly_max, req.since, req.min_detections)
-
-
 def _unknown(object_id: str) -> HTTPException:
     return HTTPException(404, f"unknown object {object_id!r}")
 
@@ -74,16 +66,13 @@ def _unknown(object_id: str) -> HTTPException:
 def list_objects(
     catalog: CatalogDep,
     settings: SettingsDep,
+    filters: Filters,
     limit: PageSize = 100,
     cursor: Cursor = None,
-    label: ClassName = None,
-    since: Since = None,
-    min_detections: MinDetections = None,
 ) -> ObjectsPage:
     """The catalogue's objects by id, with the served model's predictions; stable cursor paging."""
-    check_classes(catalog, label, ("query", "class"))
     try:
-        page, nxt = catalog.list_objects(min(limit, settings.max_page), cursor, label, since, min_detections)
+        page, nxt = catalog.list_objects(min(limit, settings.max_page), cursor, request_filters(catalog, filters, "query"))
     except ValueError as exc:
         raise HTTPException(422, f"cursor: {exc}") from None
     fields = ObjectSummary.model_fields
@@ -124,7 +113,7 @@ def neighbors_many(req: NeighborsRequest, catalog: CatalogDep, settings: Setting
     """Neighbours of up to 100 stored objects in one call (each without itself), with the filters of
     `GET /v1/objects/{object_id}/neighbors`."""
     try:
-        rows = catalog.neighbors_many(req.object_ids, min(req.k, settings.max_k), _body_filters(catalog, req))
+        rows = catalog.neighbors_many(req.object_ids, min(req.k, settings.max_k), request_filters(catalog, req, "body"))
     except UnknownObject as exc:
         raise _unknown(exc.args[0]) from None
     results = [NeighborsOf(object_id=o, neighbors=r) for o, r in zip(req.object_ids, rows, strict=True)]
@@ -154,20 +143,15 @@ def neighbors(
     object_id: ObjectId,
     catalog: CatalogDep,
     settings: SettingsDep,
+    filters: Filters,
     k: Annotated[int, Query(ge=1, le=1000, description="number of neighbours")] = 10,
-    classes: Annotated[list[str] | None, Query(alias="class", max_length=32,
-                                                description=f"only these predicted classes (repeat for several): {CLASS_HELP}")] = None,
-    anomaly_min: Annotated[float | None, Query(ge=0, le=1, description="only anomaly scores at least this")] = None,
-    anomaly_max: Annotated[float | None, Query(ge=0, le=1, description="only anomaly scores at most this")] = None,
-    since: Since = None,
-    min_detections: MinDetections = None,
 ) -> NeighborsResponse:
     """The k most similar objects by cosine similarity of fingerprints, with optional filters.
     Never fewer than k when at least k objects match the filters."""
     k = min(k, settings.max_k)
-    check_classes(catalog, classes, ("query", "class"))
+    chosen = request_filters(catalog, filters, "query")
     try:
-        hits = catalog.neighbors(object_id, k, Filters(classes, anomaly_min, anomaly_max, since, min_detections))
+        hits = catalog.neighbors(object_id, k, chosen)
     except UnknownObject:
         raise _unknown(object_id) from None
     return NeighborsResponse(object_id=object_id, model=catalog.version, neighbors=hits)
@@ -225,5 +209,5 @@ def search(req: SearchRequest, catalog: CatalogDep, settings: SettingsDep) -> Ne
         # underflow to a "zero vector" (was a 500) nor overflow the float32 norm (was similarity 0)
         vector = vector / np.abs(vector).max()
         vector = (vector / np.linalg.norm(vector)).astype(np.float32)
-    hits = catalog.search(vector, min(req.k, settings.max_k), _body_filters(catalog, req))
+    hits = catalog.search(vector, min(req.k, settings.max_k), request_filters(catalog, req, "body"))
     return NeighborsResponse(object_id=query_id, model=catalog.version, neighbors=hits)
