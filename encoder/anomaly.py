@@ -33,8 +33,14 @@ def isolation(vectors: np.ndarray, reference: np.ndarray, k: int = 10, exclude_s
     return 1.0 - top.mean(axis=1)
 
 
-def signals(vectors: np.ndarray, misfit: np.ndarray, fine_probs: np.ndarray | None, rare_mask: np.ndarray | None,
-            reference: np.ndarray, exclude_self: bool = False) -> np.ndarray:  # fmt: skip
+def signals(
+    vectors: np.ndarray,
+    misfit: np.ndarray,
+    fine_probs: np.ndarray | None,
+    rare_mask: np.ndarray | None,
+    reference: np.ndarray,
+    exclude_self: bool = False,
+) -> np.ndarray:
     """(n, len(SIGNALS)) raw anomaly signals."""
     n = len(vectors)
     out = np.zeros((n, len(SIGNALS)), dtype=np.float64)
@@ -66,18 +72,25 @@ class AnomalyScorer:
 
     def to_dict(self) -> dict:
         return {
-            "reference": self.reference.astype(np.float16), "centre": self.centre.tolist(),
-            "scale": self.scale.tolist(), "weights": self.weights.tolist(), "bias": float(self.bias),
-            "rare_mask": None if self.rare_mask is None else self.rare_mask.tolist(), "signals": list(SIGNALS),
-        }  # fmt: skip
+            "reference": self.reference.astype(np.float16),
+            "centre": self.centre.tolist(),
+            "scale": self.scale.tolist(),
+            "weights": self.weights.tolist(),
+            "bias": float(self.bias),
+            "rare_mask": None if self.rare_mask is None else self.rare_mask.tolist(),
+            "signals": list(SIGNALS),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> AnomalyScorer:
         return cls(
-            reference=np.asarray(d["reference"]).astype(np.float32), centre=np.asarray(d["centre"]),
-            scale=np.asarray(d["scale"]), weights=np.asarray(d["weights"]), bias=float(d["bias"]),
+            reference=np.asarray(d["reference"]).astype(np.float32),
+            centre=np.asarray(d["centre"]),
+            scale=np.asarray(d["scale"]),
+            weights=np.asarray(d["weights"]),
+            bias=float(d["bias"]),
             rare_mask=None if d["rare_mask"] is None else np.asarray(d["rare_mask"], dtype=bool),
-        )  # fmt: skip
+        )
 
     @classmethod
     def unfitted(cls, rare_mask: np.ndarray | None) -> AnomalyScorer:

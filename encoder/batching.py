@@ -42,20 +42,26 @@ class FeatureSpec:
 
     def to_dict(self) -> dict:
         return {
-            "max_len": self.max_len, "use_metadata": self.use_metadata, "use_images": self.use_images,
-            "use_gp": self.use_gp, "gp_fit": self.gp_fit,
+            "max_len": self.max_len,
+            "use_metadata": self.use_metadata,
+            "use_images": self.use_images,
+            "use_gp": self.use_gp,
+            "gp_fit": self.gp_fit,
             "meta_norm": self.meta_norm.to_dict() if self.meta_norm else None,
             "obj_norm": self.obj_norm.to_dict() if self.obj_norm else None,
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureSpec:
         return cls(
-            max_len=d["max_len"], use_metadata=d["use_metadata"], use_images=d["use_images"],
-            use_gp=d["use_gp"], gp_fit=d["gp_fit"],
+            max_len=d["max_len"],
+            use_metadata=d["use_metadata"],
+            use_images=d["use_images"],
+            use_gp=d["use_gp"],
+            gp_fit=d["gp_fit"],
             meta_norm=MetadataNormalizer.from_dict(d["meta_norm"]) if d.get("meta_norm") else None,
             obj_norm=FeatureNormalizer.from_dict(d["obj_norm"]) if d.get("obj_norm") else None,
-        )  # fmt: skip
+        )
 
 
 @dataclass
@@ -121,9 +127,13 @@ def make_example(
 ) -> Example:
     """Features of one light curve, normalised with the spec's fitted statistics."""
     return make_examples(
-        [lc], spec, raw_objfeat=None if raw_objfeat is None else [raw_objfeat], coarse_index=coarse_index,
-        fine_index=fine_index, coarse_labels=[coarse_label],
-    )[0]  # fmt: skip
+        [lc],
+        spec,
+        raw_objfeat=None if raw_objfeat is None else [raw_objfeat],
+        coarse_index=coarse_index,
+        fine_index=fine_index,
+        coarse_labels=[coarse_label],
+    )[0]
 
 
 def make_examples(
@@ -156,12 +166,15 @@ def make_examples(
     if spec.use_metadata and spec.meta_norm is not None:
         values, mask = spec.meta_norm.transform(np.concatenate([metadata_matrix(lc) for lc in lcs]))
         meta = np.concatenate([values, mask], axis=1)
-    objfeat = levels = None
+    objfeat: list[np.ndarray] | None = None
+    levels: list[np.ndarray] = []
     if spec.use_gp and spec.obj_norm is not None:
         if raw_objfeat is None:
             mag, mag_err = luptitude(flux, flux_err)
-            raw_objfeat = [raw_object_features(lc, spec, levels=False, mags=(mag[a:b], mag_err[a:b]))
-                           for lc, a, b in zip(lcs, starts, stops, strict=True)]  # fmt: skip
+            raw_objfeat = [
+                raw_object_features(lc, spec, levels=False, mags=(mag[a:b], mag_err[a:b]))
+                for lc, a, b in zip(lcs, starts, stops, strict=True)
+            ]
         values, mask = spec.obj_norm.transform(np.concatenate([r for r, _ in raw_objfeat]))
         rows = np.concatenate([values, mask], axis=1)
         row_stops = np.cumsum([len(r) for r, _ in raw_objfeat]).tolist()
@@ -170,17 +183,23 @@ def make_examples(
     out = []
     for i, lc in enumerate(lcs):
         a, b = starts[i], stops[i]
-        out.append(Example(
-            object_id=lc.object_id, phot=phot[a:b], t_rel=t_rel[a:b], band=band[a:b],
-            meta=None if meta is None else meta[a:b],
-            stamps=stamp_tensor(lc) if spec.use_images else None,
-        ))  # fmt: skip
+        out.append(
+            Example(
+                object_id=lc.object_id,
+                phot=phot[a:b],
+                t_rel=t_rel[a:b],
+                band=band[a:b],
+                meta=None if meta is None else meta[a:b],
+                stamps=stamp_tensor(lc) if spec.use_images else None,
+            )
+        )
         if objfeat is not None:
             out[-1].objfeat, out[-1].levels = objfeat[i], levels[i]
         if lc.label and fine_index is not None:
             out[-1].y_fine = fine_index.get(lc.label, IGNORE)
-        if coarse_labels is not None and coarse_labels[i] and coarse_index is not None:
-            out[-1].y_coarse = coarse_index.get(coarse_labels[i], IGNORE)
+        coarse_label = None if coarse_labels is None else coarse_labels[i]
+        if coarse_label and coarse_index is not None:
+            out[-1].y_coarse = coarse_index.get(coarse_label, IGNORE)
     return out
 
 
@@ -189,8 +208,9 @@ def collate(examples: list[Example], spec: FeatureSpec, lengths: list[int] | Non
     return Batch.from_arrays(collate_arrays(examples, spec, lengths))
 
 
-def collate_arrays(examples: list[Example], spec: FeatureSpec, lengths: list[int] | None = None
-                   ) -> dict[str, np.ndarray]:  # fmt: skip
+def collate_arrays(
+    examples: list[Example], spec: FeatureSpec, lengths: list[int] | None = None
+) -> dict[str, np.ndarray]:
     """Pad a list of examples into a batch (arrays named as :class:`Batch`'s fields); ``lengths``
     truncates each to its first n detections.
 
@@ -209,11 +229,11 @@ def collate_arrays(examples: list[Example], spec: FeatureSpec, lengths: list[int
     meta = np.zeros((B, L, 60), dtype=np.float32) if spec.use_metadata and spec.meta_norm is not None else None
     for i, (ex, (start, stop)) in enumerate(zip(examples, views, strict=True)):
         m = stop - start
-        phot[i, :m], t_rel[i, :m], band[i, :m], pad[i, :m] = ex.phot[start:stop], ex.t_rel[start:stop], \
-            ex.band[start:stop], False  # fmt: skip
+        phot[i, :m], t_rel[i, :m], band[i, :m] = ex.phot[start:stop], ex.t_rel[start:stop], ex.band[start:stop]
+        pad[i, :m] = False
         if meta is not None and ex.meta is not None:
             meta[i, :m] = ex.meta[start:stop]
-    batch = {"phot": phot, "t_rel": t_rel, "band": band, "pad_mask": pad}
+    batch: dict[str, np.ndarray] = {"phot": phot, "t_rel": t_rel, "band": band, "pad_mask": pad}
     if meta is not None:
         batch["meta"] = meta
     if spec.use_images:
@@ -226,6 +246,8 @@ def collate_arrays(examples: list[Example], spec: FeatureSpec, lengths: list[int
     if spec.use_gp and spec.obj_norm is not None:
         rows = []
         for ex, (_, stop) in zip(examples, views, strict=True):
+            if ex.objfeat is None:
+                raise ValueError(f"{ex.object_id}: an example without object features, but the spec uses them")
             reached = np.flatnonzero(ex.levels <= stop)
             rows.append(ex.objfeat[reached[-1] if len(reached) else 0])
         batch["objfeat"] = np.stack(rows)

@@ -44,8 +44,15 @@ class Checkpoint:
         return self.model.cfg
 
 
-def save_checkpoint(path: str | Path, ckpt_model: RTFModel, spec: FeatureSpec, scorer: AnomalyScorer, *,
-                    summary: dict | None = None, metrics: dict | None = None) -> str:  # fmt: skip
+def save_checkpoint(
+    path: str | Path,
+    ckpt_model: RTFModel,
+    spec: FeatureSpec,
+    scorer: AnomalyScorer,
+    *,
+    summary: dict | None = None,
+    metrics: dict | None = None,
+) -> str:
     """Write atomically; returns the model version (a digest of weights and config)."""
     import torch
 
@@ -59,10 +66,16 @@ def save_checkpoint(path: str | Path, ckpt_model: RTFModel, spec: FeatureSpec, s
     anomaly = scorer.to_dict()
     anomaly["reference"] = torch.from_numpy(anomaly["reference"])  # a tensor, not a list of floats
     payload = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "version": version,
-        "config": ckpt_model.cfg.to_dict(), "state_dict": state, "feature_spec": spec.to_dict(),
-        "anomaly": anomaly, "summary": _plain(summary or {}), "metrics": _plain(metrics or {}),
-    }  # fmt: skip
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "config": ckpt_model.cfg.to_dict(),
+        "state_dict": state,
+        "feature_spec": spec.to_dict(),
+        "anomaly": anomaly,
+        "summary": _plain(summary or {}),
+        "metrics": _plain(metrics or {}),
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -108,5 +121,6 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: incompatible checkpoint ({type(exc).__name__}: {exc})") from None
     model.eval()
-    return Checkpoint(model, spec, scorer, payload["version"], payload.get("summary", {}), payload.get("metrics", {}),
-                      path)  # fmt: skip
+    return Checkpoint(
+        model, spec, scorer, payload["version"], payload.get("summary", {}), payload.get("metrics", {}), path
+    )

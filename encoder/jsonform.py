@@ -22,6 +22,7 @@ from operator import is_not
 
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from encoder.lightcurve import (
     BANDS,
@@ -42,7 +43,7 @@ from encoder.readers import meta_matrix
 
 MAX_STAMP_BYTES = 256 * 1024
 
-_EXAMPLE = {
+_EXAMPLE: JsonDict = {
     "object_id": "ZTF21aaaaaaa",
     "survey": "ztf",
     "ra": 150.1,
@@ -63,10 +64,16 @@ class Detection(BaseModel):
     mjd: float | None = Field(None, description="Modified Julian date (jd - 2400000.5); give jd or mjd")
     band: str | None = Field(None, description=f"Band name, one of {list(BANDS)} (ZTF: g, r, i)", max_length=8)
     fid: int | None = Field(None, ge=1, le=3, description="ZTF filter id instead of band: 1 g, 2 r, 3 i")
-    mag: float | None = Field(None, description="PSF magnitude (AB); ZTF's name magpsf is accepted",
-                              validation_alias=AliasChoices("mag", "magpsf"))  # fmt: skip
-    mag_err: float | None = Field(None, description="1-sigma magnitude error, > 0; ZTF's name sigmapsf is accepted",
-                                  validation_alias=AliasChoices("mag_err", "sigmapsf"))  # fmt: skip
+    mag: float | None = Field(
+        None,
+        description="PSF magnitude (AB); ZTF's name magpsf is accepted",
+        validation_alias=AliasChoices("mag", "magpsf"),
+    )
+    mag_err: float | None = Field(
+        None,
+        description="1-sigma magnitude error, > 0; ZTF's name sigmapsf is accepted",
+        validation_alias=AliasChoices("mag_err", "sigmapsf"),
+    )
     flux: float | None = Field(None, description="Difference-image flux in nJy (may be negative)")
     flux_err: float | None = Field(None, description="1-sigma flux error in nJy, > 0")
     negative: bool = Field(False, description="mag measures a negative difference flux (ZTF isdiffpos='f')")
@@ -86,8 +93,11 @@ class UpperLimit(BaseModel):
     mjd: float | None = None
     band: str | None = Field(None, max_length=8)
     fid: int | None = Field(None, ge=1, le=3, description="ZTF filter id instead of band: 1 g, 2 r, 3 i")
-    mag: float = Field(..., description="Limiting magnitude (5-sigma) of the non-detection; ZTF's diffmaglim is "
-                       "accepted", validation_alias=AliasChoices("mag", "diffmaglim"))  # fmt: skip
+    mag: float = Field(
+        ...,
+        description="Limiting magnitude (5-sigma) of the non-detection; ZTF's diffmaglim is accepted",
+        validation_alias=AliasChoices("mag", "diffmaglim"),
+    )
 
 
 class Stamps(BaseModel):
@@ -116,10 +126,15 @@ class LightCurveIn(BaseModel):
     def to_lightcurve(self) -> LightCurve:
         """Validated :class:`LightCurve`; raises :class:`LightCurveError` naming the field."""
         return _lightcurve_from_rows(
-            self.object_id, self.survey, [d.__dict__ for d in self.detections],
-            [u.__dict__ for u in self.upper_limits], ra=self.ra, dec=self.dec,
-            stamps=_decode_stamps(self.stamps), label=self.label,
-        )  # fmt: skip
+            self.object_id,
+            self.survey,
+            [d.__dict__ for d in self.detections],
+            [u.__dict__ for u in self.upper_limits],
+            ra=self.ra,
+            dec=self.dec,
+            stamps=_decode_stamps(self.stamps),
+            label=self.label,
+        )
 
     @classmethod
     def from_lightcurve(cls, lc: LightCurve, *, include_stamps: bool = False) -> LightCurveIn:
@@ -145,9 +160,17 @@ class LightCurveIn(BaseModel):
         if include_stamps and lc.stamps:
             stamps = {k: base64.b64encode(v).decode() for k, v in lc.stamps.items()}
         return cls.model_validate(
-            {"object_id": lc.object_id, "survey": lc.survey, "ra": lc.ra, "dec": lc.dec,
-             "detections": dets, "upper_limits": uls, "stamps": stamps, "label": lc.label}
-        )  # fmt: skip
+            {
+                "object_id": lc.object_id,
+                "survey": lc.survey,
+                "ra": lc.ra,
+                "dec": lc.dec,
+                "detections": dets,
+                "upper_limits": uls,
+                "stamps": stamps,
+                "label": lc.label,
+            }
+        )
 
 
 def _mag_form_round_trips(mag: np.ndarray, mag_err: np.ndarray, flux: np.ndarray, flux_err: np.ndarray) -> bool:
@@ -159,17 +182,28 @@ def _mag_form_round_trips(mag: np.ndarray, mag_err: np.ndarray, flux: np.ndarray
         if not ok.all():
             return False
         back, back_err = mag_to_njy(mag), magerr_to_njy(mag, mag_err)
-        return bool(np.all(back_err > 0) and np.allclose(back, flux, rtol=1e-9, atol=0)
-                    and np.allclose(back_err, flux_err, rtol=1e-9, atol=0))  # fmt: skip
+        return bool(
+            np.all(back_err > 0)
+            and np.allclose(back, flux, rtol=1e-9, atol=0)
+            and np.allclose(back_err, flux_err, rtol=1e-9, atol=0)
+        )
 
 
 _META_NAMES = frozenset(META_FIELDS)
 _PHOTOMETRY = ("jd", "mjd", "mag", "mag_err", "flux", "flux_err")
 
 
-def _lightcurve_from_rows(object_id: str, survey: str, detections: list[dict], upper_limits: list[dict], *,
-                         ra: float | None = None, dec: float | None = None, stamps: dict[str, bytes] | None = None,
-                         label: str | None = None) -> LightCurve:  # fmt: skip
+def _lightcurve_from_rows(
+    object_id: str,
+    survey: str,
+    detections: list[dict],
+    upper_limits: list[dict],
+    *,
+    ra: float | None = None,
+    dec: float | None = None,
+    stamps: dict[str, bytes] | None = None,
+    label: str | None = None,
+) -> LightCurve:
     """The light curve of detections and upper limits given as dicts (``Detection.__dict__``).
 
     Checks what goes together (one time, one kind of photometry, known metadata names) for all points
@@ -208,13 +242,26 @@ def _lightcurve_from_rows(object_id: str, survey: str, detections: list[dict], u
         )
     ul_jd, ul_mjd = [u.get("jd") for u in upper_limits], [u.get("mjd") for u in upper_limits]
     ul_has_jd = np.array([v is not None for v in ul_jd], dtype=bool)
-    _first_bad("upper_limits", ul_has_jd == np.array([v is not None for v in ul_mjd], dtype=bool),
-               "give exactly one of jd or mjd")  # fmt: skip
+    _first_bad(
+        "upper_limits",
+        ul_has_jd == np.array([v is not None for v in ul_mjd], dtype=bool),
+        "give exactly one of jd or mjd",
+    )
     return LightCurve.build(
-        object_id, survey, _times(col["jd"], col["mjd"], given["jd"]), _bands("detections", detections),
-        **phot, meta=meta, ul_time=_times(ul_jd, ul_mjd, ul_has_jd), ul_band=_bands("upper_limits", upper_limits),
-        ul_mag=np.array([u["mag"] for u in upper_limits], dtype=np.float64), ra=ra, dec=dec, stamps=stamps, label=label,
-    )  # fmt: skip
+        object_id,
+        survey,
+        _times(col["jd"], col["mjd"], given["jd"]),
+        _bands("detections", detections),
+        **phot,
+        meta=meta,
+        ul_time=_times(ul_jd, ul_mjd, ul_has_jd),
+        ul_band=_bands("upper_limits", upper_limits),
+        ul_mag=np.array([u["mag"] for u in upper_limits], dtype=np.float64),
+        ra=ra,
+        dec=dec,
+        stamps=stamps,
+        label=label,
+    )
 
 
 def _bands(field: str, rows: list[dict]) -> np.ndarray:

@@ -15,7 +15,7 @@ them, as alert streams repeat history in every packet.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import numpy as np
 
@@ -30,11 +30,37 @@ ZTF_FID: dict[int, str] = {1: "g", 2: "r", 3: "i"}
 
 #: The 30 per-detection alert metadata fields of the seed design, in channel order.
 META_FIELDS: tuple[str, ...] = (
-    "sgscore1", "sgscore2", "distpsnr1", "distpsnr2", "nmtchps", "sharpnr", "scorr",
-    "diffmaglim", "sky", "ndethist", "ncovhist", "sigmapsf", "chinr", "classtar", "rb",
-    "chipsf", "distnr", "magnr", "fwhm", "srmag1", "sgmag1", "simag1", "szmag1",
-    "srmag2", "sgmag2", "simag2", "szmag2", "clrcoeff", "clrcounc", "zpclrcov",
-)  # fmt: skip
+    "sgscore1",
+    "sgscore2",
+    "distpsnr1",
+    "distpsnr2",
+    "nmtchps",
+    "sharpnr",
+    "scorr",
+    "diffmaglim",
+    "sky",
+    "ndethist",
+    "ncovhist",
+    "sigmapsf",
+    "chinr",
+    "classtar",
+    "rb",
+    "chipsf",
+    "distnr",
+    "magnr",
+    "fwhm",
+    "srmag1",
+    "sgmag1",
+    "simag1",
+    "szmag1",
+    "srmag2",
+    "sgmag2",
+    "simag2",
+    "szmag2",
+    "clrcoeff",
+    "clrcounc",
+    "zpclrcov",
+)
 META_INDEX: dict[str, int] = {f: i for i, f in enumerate(META_FIELDS)}
 
 STAMP_KINDS: tuple[str, ...] = ("science", "template", "difference")
@@ -140,7 +166,7 @@ class LightCurve:
         marks magnitudes of negative difference flux (ZTF ``isdiffpos = 'f'``).
         """
         object_id = _check_object_id(object_id)
-        if survey not in SURVEY_BANDS:
+        if not _is_survey(survey):
             raise LightCurveError("survey", f"unknown survey {survey!r}; expected one of {list(SURVEY_BANDS)}")
         time = _float_array("detections.jd", time)
         n = len(time)
@@ -218,10 +244,22 @@ class LightCurve:
             stamps = {k: v for k, v in stamps.items() if v}
         label = _check_label(label)
         return cls(
-            object_id=object_id, survey=survey, time=time, band=band_idx, flux=flux, flux_err=flux_err,  # type: ignore[arg-type]
-            meta=meta, ul_time=ul_t, ul_band=ul_b, ul_mag=ul_m, ra=ra, dec=dec,
-            stamps=stamps or None, label=label, alert_id=alert_id,
-        )  # fmt: skip
+            object_id=object_id,
+            survey=survey,
+            time=time,
+            band=band_idx,
+            flux=flux,
+            flux_err=flux_err,
+            meta=meta,
+            ul_time=ul_t,
+            ul_band=ul_b,
+            ul_mag=ul_m,
+            ra=ra,
+            dec=dec,
+            stamps=stamps or None,
+            label=label,
+            alert_id=alert_id,
+        )
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -264,13 +302,22 @@ class LightCurve:
 
     def _select(self, idx: np.ndarray, ul_mask: np.ndarray) -> LightCurve:
         return LightCurve(
-            object_id=self.object_id, survey=self.survey, time=self.time[idx], band=self.band[idx],
-            flux=self.flux[idx], flux_err=self.flux_err[idx],
+            object_id=self.object_id,
+            survey=self.survey,
+            time=self.time[idx],
+            band=self.band[idx],
+            flux=self.flux[idx],
+            flux_err=self.flux_err[idx],
             meta=None if self.meta is None else self.meta[idx],
-            ul_time=self.ul_time[ul_mask], ul_band=self.ul_band[ul_mask], ul_mag=self.ul_mag[ul_mask],
-            ra=self.ra, dec=self.dec, stamps=self.stamps, label=self.label,
+            ul_time=self.ul_time[ul_mask],
+            ul_band=self.ul_band[ul_mask],
+            ul_mag=self.ul_mag[ul_mask],
+            ra=self.ra,
+            dec=self.dec,
+            stamps=self.stamps,
+            label=self.label,
             alert_id=None if self.alert_id is None else self.alert_id[idx],
-        )  # fmt: skip
+        )
 
     def merge(self, other: LightCurve, *, keep_existing: bool = False, max_points: int = MAX_POINTS) -> LightCurve:
         """This light curve with another's detections and limits added (same object).
@@ -295,16 +342,22 @@ class LightCurve:
         ul_band = np.concatenate([first.ul_band, second.ul_band])
         ul_keep = _most_recent_unique(ul_time, ul_band, max_points)
         return LightCurve.build(
-            self.object_id, self.survey, time[keep], band[keep],
+            self.object_id,
+            self.survey,
+            time[keep],
+            band[keep],
             flux=np.concatenate([first.flux, second.flux])[keep],
             flux_err=np.concatenate([first.flux_err, second.flux_err])[keep],
-            meta=None if meta is None else meta[keep], alert_id=None if alert_id is None else alert_id[keep],
-            ul_time=ul_time[ul_keep], ul_band=ul_band[ul_keep],
+            meta=None if meta is None else meta[keep],
+            alert_id=None if alert_id is None else alert_id[keep],
+            ul_time=ul_time[ul_keep],
+            ul_band=ul_band[ul_keep],
             ul_mag=np.concatenate([first.ul_mag, second.ul_mag])[ul_keep],
             ra=other.ra if other.ra is not None else self.ra,
             dec=other.dec if other.dec is not None else self.dec,
-            stamps=other.stamps or self.stamps, label=other.label or self.label,
-        )  # fmt: skip
+            stamps=other.stamps or self.stamps,
+            label=other.label or self.label,
+        )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -321,6 +374,10 @@ def _meta_or_nan(lc: LightCurve) -> np.ndarray:
     if lc.meta is not None:
         return lc.meta
     return np.full((len(lc), len(META_FIELDS)), np.nan, dtype=np.float32)
+
+
+def _is_survey(survey: str) -> TypeGuard[Survey]:
+    return survey in SURVEY_BANDS
 
 
 def _check_object_id(object_id: object) -> str:
@@ -408,8 +465,10 @@ def _band_indices(group: str, band: object, n: int, survey: str) -> np.ndarray:
     return idx
 
 
-def _upper_limits(t: object, b: object, m: object, survey: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if t is None or len(t) == 0:  # type: ignore[arg-type]
+def _upper_limits(
+    t: np.ndarray | None, b: np.ndarray | None, m: np.ndarray | None, survey: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if t is None or len(t) == 0:
         return np.empty(0), np.empty(0, dtype=np.int8), np.empty(0)
     t_arr = _float_array("upper_limits.jd", t)
     n = len(t_arr)

@@ -75,8 +75,13 @@ def export_graphs(model: RTFModel, example: dict[str, np.ndarray]) -> tuple[byte
         z = model(Batch.from_arrays(example))["z"][:2].clone()  # 2 rows: torch.export specialises a size of 1
     rows, queries = torch.export.Dim("rows"), torch.export.Dim("queries")
     query = (z, torch.linspace(0, 50, 16).reshape(2, 8), torch.zeros(2, 8, dtype=torch.long))
-    decoder = _export(_Decoder(model), query, ["z", "t", "band"], ["mean", "log_sigma"],
-                      {"z": {0: rows}, "t": {0: rows, 1: queries}, "band": {0: rows, 1: queries}})  # fmt: skip
+    decoder = _export(
+        _Decoder(model),
+        query,
+        ["z", "t", "band"],
+        ["mean", "log_sigma"],
+        {"z": {0: rows}, "t": {0: rows, 1: queries}, "band": {0: rows, 1: queries}},
+    )
     return graph, decoder
 
 
@@ -88,8 +93,18 @@ def _export(module: nn.Module, args: tuple, inputs: list[str], outputs: list[str
             warnings.simplefilter("ignore")
             for log in quiet:
                 log.setLevel(logging.ERROR)
-            program = torch.onnx.export(module.eval(), args, input_names=inputs, output_names=outputs,
-                                        dynamic_shapes=shapes, dynamo=True, optimize=True, verbose=False)  # fmt: skip
+            program = torch.onnx.export(
+                module.eval(),
+                args,
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_shapes=shapes,
+                dynamo=True,
+                optimize=True,
+                verbose=False,
+            )
+        if program is None:  # only the TorchScript exporter (dynamo=False) returns None
+            raise OnnxExportError("the exporter returned no ONNX program")
         return program.model_proto.SerializeToString()
     except Exception as exc:  # the exporter raises many types; all mean the same here
         raise OnnxExportError(f"ONNX export failed: {type(exc).__name__}: {str(exc)[:500]}") from exc
@@ -129,8 +144,9 @@ def check(model: RTFModel, onnx: OnnxSessions, batches: list[dict[str, np.ndarra
         if onnx.decoder is not None:
             z, t = want["z"][:2], np.tile(np.linspace(-5, 80, 11, dtype=np.float32), (min(2, len(want["z"])), 1))
             band = np.ones_like(t, dtype=np.int64)
-            mean, log_sigma = (v.numpy() for v in model.reconstruct(torch.from_numpy(z), torch.from_numpy(t),
-                                                                    torch.from_numpy(band)))  # fmt: skip
+            mean, log_sigma = (
+                v.numpy() for v in model.reconstruct(torch.from_numpy(z), torch.from_numpy(t), torch.from_numpy(band))
+            )
             got_mean, got_sigma = onnx.decode(z, t, band)
             if not (np.allclose(got_mean, mean, atol=1e-3) and np.allclose(got_sigma, log_sigma, atol=1e-3)):
                 raise OnnxExportError(f"the decoder differs from the PyTorch model on a batch of shape {shape}")

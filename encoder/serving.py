@@ -57,11 +57,21 @@ class ServingInfo:
     summary: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
-        d = {"format": FORMAT, "format_version": FORMAT_VERSION, "version": self.version, "dim": self.dim,
-             "coarse_classes": self.coarse_classes, "fine_classes": self.fine_classes, "spec": self.spec.to_dict(),
-             "scorer": {k: v for k, v in self.scorer.to_dict().items() if k != "reference"},
-             "inputs": list(self.inputs), "outputs": list(self.outputs), "checkpoint_sha256": self.checkpoint_sha256,
-             "metrics": self.metrics, "summary": self.summary}  # fmt: skip
+        d = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "version": self.version,
+            "dim": self.dim,
+            "coarse_classes": self.coarse_classes,
+            "fine_classes": self.fine_classes,
+            "spec": self.spec.to_dict(),
+            "scorer": {k: v for k, v in self.scorer.to_dict().items() if k != "reference"},
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "metrics": self.metrics,
+            "summary": self.summary,
+        }
         return json.dumps(d, default=_plain)
 
     @classmethod
@@ -70,12 +80,18 @@ class ServingInfo:
         if d.get("format") != FORMAT or d.get("format_version") != FORMAT_VERSION:
             raise ServingExportError(f"not an {FORMAT} v{FORMAT_VERSION} export")
         return cls(
-            version=d["version"], dim=int(d["dim"]), coarse_classes=list(d["coarse_classes"]),
-            fine_classes=list(d["fine_classes"]), spec=FeatureSpec.from_dict(d["spec"]),
+            version=d["version"],
+            dim=int(d["dim"]),
+            coarse_classes=list(d["coarse_classes"]),
+            fine_classes=list(d["fine_classes"]),
+            spec=FeatureSpec.from_dict(d["spec"]),
             scorer=AnomalyScorer.from_dict(d["scorer"] | {"reference": reference}),
-            inputs=tuple(d["inputs"]), outputs=tuple(d["outputs"]), checkpoint_sha256=d.get("checkpoint_sha256", ""),
-            metrics=d.get("metrics", {}), summary=d.get("summary", {}),
-        )  # fmt: skip
+            inputs=tuple(d["inputs"]),
+            outputs=tuple(d["outputs"]),
+            checkpoint_sha256=d.get("checkpoint_sha256", ""),
+            metrics=d.get("metrics", {}),
+            summary=d.get("summary", {}),
+        )
 
 
 def _plain(o):

@@ -17,10 +17,20 @@ SEED_COARSE_CLASSES: tuple[str, ...] = COARSE_CLASSES[:5]
 RARE_FINE_CLASSES: frozenset[str] = frozenset({"SLSN", "TDE", "CV", "KN", "Microlensing", "Flare", "PISN", "Other"})
 
 FINE_TO_COARSE: dict[str, str] = {
-    "SNIa": "SNIa", "SNIbc": "SNcc", "SNII": "SNcc", "SNIIn": "SNcc", "SLSN": "SLSN", "TDE": "TDE",
-    "AGN": "AGN", "CV": "CV", "KN": "Other", "Microlensing": "Other", "Flare": "Other", "PISN": "Other",
+    "SNIa": "SNIa",
+    "SNIbc": "SNcc",
+    "SNII": "SNcc",
+    "SNIIn": "SNcc",
+    "SLSN": "SLSN",
+    "TDE": "TDE",
+    "AGN": "AGN",
+    "CV": "CV",
+    "KN": "Other",
+    "Microlensing": "Other",
+    "Flare": "Other",
+    "PISN": "Other",
     "Periodic": "Other",
-}  # fmt: skip
+}
 
 # Ordered (pattern, fine class) rules, matched against a lower-cased label with spaces removed.
 _RULES: tuple[tuple[str, str | None], ...] = (

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .models import Fingerprint, ObjectDetail
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing.TypeIs from Python 3.13; a name in annotations only
 
 #: A light curve: a dict in the service's JSON form (``object_id`` and ``detections`` required, see
 #: docs/client.md), an :class:`ObjectDetail` (its stored light curve), or a pydantic model such as
 #: ``encoder.jsonform.LightCurveIn`` (anything with ``model_dump``).
-LightCurveLike = Mapping[str, Any] | ObjectDetail
+
+
+class SupportsModelDump(Protocol):
+    """A pydantic model (the client checks for ``model_dump`` with ``hasattr``; pydantic is not needed)."""
+
+    def model_dump(self, *, mode: str = ..., exclude_none: bool = ...) -> dict[str, Any]: ...
+
+
+LightCurveLike = Mapping[str, Any] | ObjectDetail | SupportsModelDump
 #: Avro alert packets: the bytes of an Avro container file, a path to one, or a binary file object.
 AvroSource = bytes | bytearray | memoryview | str | os.PathLike | IO[bytes]
 AVRO = "avro/binary"
@@ -31,11 +42,15 @@ def lightcurve_json(lc: LightCurveLike) -> dict:
 
 def lightcurves_body(lightcurves: LightCurveLike | Iterable[LightCurveLike]) -> dict:
     """``{"lightcurves": [...]}`` of one light curve, a list of them, or an already made batch body."""
+    items: LightCurveLike | Iterable[LightCurveLike] = lightcurves
     if isinstance(lightcurves, Mapping) and "lightcurves" in lightcurves and "detections" not in lightcurves:
-        lightcurves = lightcurves["lightcurves"]
-    if isinstance(lightcurves, Mapping | ObjectDetail) or hasattr(lightcurves, "model_dump"):
-        lightcurves = [lightcurves]
-    return {"lightcurves": [lightcurve_json(lc) for lc in lightcurves]}  # type: ignore[union-attr]
+        items = lightcurves["lightcurves"]
+    batch = [items] if _one_lightcurve(items) else items
+    return {"lightcurves": [lightcurve_json(lc) for lc in batch]}
+
+
+def _one_lightcurve(lightcurves: LightCurveLike | Iterable[LightCurveLike]) -> TypeIs[LightCurveLike]:
+    return isinstance(lightcurves, Mapping | ObjectDetail) or hasattr(lightcurves, "model_dump")
 
 
 def avro_bytes(source: AvroSource) -> bytes:
@@ -61,13 +76,23 @@ def search_query(query: Any) -> dict:
     return {"vector": [float(x) for x in query]}  # a list, tuple or numpy array of numbers
 
 
-def filters(classes: str | Sequence[str] | None, anomaly_min: float | None, anomaly_max: float | None,
-            since: float | None, min_detections: int | None) -> dict[str, Any]:  # fmt: skip
+def filters(
+    classes: str | Sequence[str] | None,
+    anomaly_min: float | None,
+    anomaly_max: float | None,
+    since: float | None,
+    min_detections: int | None,
+) -> dict[str, Any]:
     """The neighbour filters that are set (``classes`` as a list)."""
     if isinstance(classes, str):
         classes = [classes]
-    out = {"classes": list(classes) if classes is not None else None, "anomaly_min": anomaly_min,
-           "anomaly_max": anomaly_max, "since": since, "min_detections": min_detections}  # fmt: skip
+    out = {
+        "classes": list(classes) if classes is not None else None,
+        "anomaly_min": anomaly_min,
+        "anomaly_max": anomaly_max,
+        "since": since,
+        "min_detections": min_detections,
+    }
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -51,15 +51,27 @@ class RTFClient:
     ``transport`` replaces httpx's (tests pass an :class:`httpx.MockTransport`).
     """
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None,
-                 read_api_key: str | None = None, *, timeout: float = 30.0, retries: int = 3,
-                 retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None,
-                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        read_api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy(retries=retries)
         self._api_key, self._read_api_key = api_key, read_api_key
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
-                                  headers={"User-Agent": f"rtf-client/{__version__}"} | (headers or {}))  # fmt: skip
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": f"rtf-client/{__version__}"} | (headers or {}),
+        )
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -74,8 +86,9 @@ class RTFClient:
     def __repr__(self) -> str:
         return f"RTFClient({self.base_url!r})"
 
-    def _request(self, method: str, path: str, *, idempotent: bool, write: bool = False, stream: bool = False,
-                 **kw: Any) -> httpx.Response:  # fmt: skip
+    def _request(
+        self, method: str, path: str, *, idempotent: bool, write: bool = False, stream: bool = False, **kw: Any
+    ) -> httpx.Response:
         """Send, retrying as :attr:`retry` says when ``idempotent``; raise :class:`RTFError` for 4xx/5xx."""
         headers = dict(kw.pop("headers", None) or {})
         key = self._api_key if write else (self._read_api_key or self._api_key)
@@ -177,8 +190,10 @@ class RTFClient:
     def fingerprints(self, lightcurves: LightCurveLike | Iterable[LightCurveLike] | bytes) -> list[Fingerprint]:
         """``POST /v1/fingerprints``: the fingerprint of each light curve (or of Avro alert packets, as bytes)."""
         data = self._lightcurve_post("/v1/fingerprints", lightcurves, write=False)
-        return [Fingerprint(object_id=f["object_id"], vector=tuple(f["vector"]), model=data.get("model"))
-                for f in data["fingerprints"]]  # fmt: skip
+        return [
+            Fingerprint(object_id=f["object_id"], vector=tuple(f["vector"]), model=data.get("model"))
+            for f in data["fingerprints"]
+        ]
 
     def classify(self, lightcurves: LightCurveLike | Iterable[LightCurveLike] | bytes) -> list[Classification]:
         """``POST /v1/classify``: class probabilities and anomaly score of each light curve."""
@@ -209,15 +224,29 @@ class RTFClient:
         data = self._get(f"/v1/objects/{_oid(object_id)}", fingerprint="true" if fingerprint else None)
         return build(ObjectDetail, data)
 
-    def objects(self, limit: int = 100, cursor: str | None = None, *, label: str | None = None,
-                since: float | None = None, min_detections: int | None = None) -> Page[ObjectSummary]:  # fmt: skip
+    def objects(
+        self,
+        limit: int = 100,
+        cursor: str | None = None,
+        *,
+        label: str | None = None,
+        since: float | None = None,
+        min_detections: int | None = None,
+    ) -> Page[ObjectSummary]:
         """``GET /v1/objects``: one page of the catalogue by object id (``label``: predicted coarse class)."""
-        data = self._get("/v1/objects", limit=limit, cursor=cursor, since=since, min_detections=min_detections,
-                         **{"class": label})  # fmt: skip
+        data = self._get(
+            "/v1/objects", limit=limit, cursor=cursor, since=since, min_detections=min_detections, **{"class": label}
+        )
         return Page(items=tuple(build(ObjectSummary, o) for o in data["items"]), next_cursor=data.get("next_cursor"))
 
-    def iter_objects(self, page_size: int = 100, *, label: str | None = None, since: float | None = None,
-                     min_detections: int | None = None) -> Iterator[ObjectSummary]:  # fmt: skip
+    def iter_objects(
+        self,
+        page_size: int = 100,
+        *,
+        label: str | None = None,
+        since: float | None = None,
+        min_detections: int | None = None,
+    ) -> Iterator[ObjectSummary]:
         """Every object of :meth:`objects`, page after page (each object once while the catalogue does not change)."""
         return _follow(lambda c: self.objects(page_size, c, label=label, since=since, min_detections=min_detections))
 
@@ -236,9 +265,17 @@ class RTFClient:
         return self._request("GET", f"/v1/objects/{_oid(object_id)}/plot", idempotent=True).content
 
     # ------------------------------------------------------------------ neighbours
-    def neighbors(self, object_id: str, k: int = 10, *, classes: str | Sequence[str] | None = None,
-                  anomaly_min: float | None = None, anomaly_max: float | None = None, since: float | None = None,
-                  min_detections: int | None = None) -> Neighbors:  # fmt: skip
+    def neighbors(
+        self,
+        object_id: str,
+        k: int = 10,
+        *,
+        classes: str | Sequence[str] | None = None,
+        anomaly_min: float | None = None,
+        anomaly_max: float | None = None,
+        since: float | None = None,
+        min_detections: int | None = None,
+    ) -> Neighbors:
         """``GET /v1/objects/{id}/neighbors``: the ``k`` most similar objects (never the object itself) that
         pass the filters (``classes``: predicted coarse classes; ``since``: last detection at or after, JD)."""
         f = b.filters(classes, anomaly_min, anomaly_max, since, min_detections)
@@ -248,9 +285,17 @@ class RTFClient:
         data = self._request("GET", f"/v1/objects/{_oid(object_id)}/neighbors", idempotent=True, params=params)
         return Neighbors.from_json(data.json())
 
-    def neighbors_many(self, object_ids: Sequence[str], k: int = 10, *, classes: str | Sequence[str] | None = None,
-                       anomaly_min: float | None = None, anomaly_max: float | None = None,
-                       since: float | None = None, min_detections: int | None = None) -> list[Neighbors]:  # fmt: skip
+    def neighbors_many(
+        self,
+        object_ids: Sequence[str],
+        k: int = 10,
+        *,
+        classes: str | Sequence[str] | None = None,
+        anomaly_min: float | None = None,
+        anomaly_max: float | None = None,
+        since: float | None = None,
+        min_detections: int | None = None,
+    ) -> list[Neighbors]:
         """``POST /v1/neighbors``: :meth:`neighbors` of each id, in order, in requests of 100 ids."""
         f = b.filters(classes, anomaly_min, anomaly_max, since, min_detections)
         ids, out = list(object_ids), []
@@ -259,24 +304,33 @@ class RTFClient:
             out += [Neighbors.from_json(r, model=data.get("model")) for r in data["results"]]
         return out
 
-    def search(self, query: LightCurveLike | Fingerprint | Sequence[float], k: int = 10, *,
-               classes: str | Sequence[str] | None = None, anomaly_min: float | None = None,
-               anomaly_max: float | None = None, since: float | None = None,
-               min_detections: int | None = None) -> Neighbors:  # fmt: skip
+    def search(
+        self,
+        query: LightCurveLike | Fingerprint | Sequence[float],
+        k: int = 10,
+        *,
+        classes: str | Sequence[str] | None = None,
+        anomaly_min: float | None = None,
+        anomaly_max: float | None = None,
+        since: float | None = None,
+        min_detections: int | None = None,
+    ) -> Neighbors:
         """``POST /v1/search``: neighbours of a light curve (a dict or :class:`ObjectDetail`; encoded, not
         stored) or of a fingerprint (a :class:`Fingerprint` or the model's ``dim`` numbers)."""
         body = b.search_query(query) | {"k": k} | b.filters(classes, anomaly_min, anomaly_max, since, min_detections)
         return Neighbors.from_json(self._post_read("/v1/search", body))
 
     # ------------------------------------------------------------------ anomalies
-    def anomalies(self, limit: int = 50, cursor: str | None = None, *, label: str | None = None,
-                  since: float | None = None) -> Page[AnomalyEntry]:  # fmt: skip
+    def anomalies(
+        self, limit: int = 50, cursor: str | None = None, *, label: str | None = None, since: float | None = None
+    ) -> Page[AnomalyEntry]:
         """``GET /v1/anomalies``: one page of the catalogue, most anomalous first."""
         data = self._get("/v1/anomalies", limit=limit, cursor=cursor, since=since, **{"class": label})
         return Page(items=tuple(build(AnomalyEntry, a) for a in data["items"]), next_cursor=data.get("next_cursor"))
 
-    def iter_anomalies(self, page_size: int = 50, *, label: str | None = None,
-                       since: float | None = None) -> Iterator[AnomalyEntry]:  # fmt: skip
+    def iter_anomalies(
+        self, page_size: int = 50, *, label: str | None = None, since: float | None = None
+    ) -> Iterator[AnomalyEntry]:
         """Every object by anomaly score, page after page (stop early with :func:`itertools.islice`)."""
         return _follow(lambda c: self.anomalies(page_size, c, label=label, since=since))
 

@@ -51,9 +51,17 @@ class RTFError(Exception):
 
     attempts: int = 1
 
-    def __init__(self, status: int, title: str, detail: str, errors: tuple[FieldError, ...] = (),
-                 response: httpx.Response | None = None, *, type: str = "about:blank",
-                 instance: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        errors: tuple[FieldError, ...] = (),
+        response: httpx.Response | None = None,
+        *,
+        type: str = "about:blank",
+        instance: str | None = None,
+    ) -> None:
         self.status, self.title, self.detail, self.errors = status, title, detail, tuple(errors)
         self.response, self.type, self.instance = response, type, instance
         super().__init__(f"{status} {title}: {detail}" if detail and detail != title else f"{status} {title}")
@@ -67,7 +75,8 @@ class RTFError(Exception):
         except ValueError:  # not JSON (a proxy's HTML page, an empty body)
             body = None
         title = _phrase(status)
-        detail, errors, kind, instance = "", (), "about:blank", None
+        detail, kind, instance = "", "about:blank", None
+        errors: tuple[FieldError, ...] = ()
         if isinstance(body, dict):
             title = str(body.get("title") or title)
             kind = str(body.get("type") or kind)
@@ -126,8 +135,14 @@ class RTFConnectionError(RTFError):
         super().__init__(0, "connection failed", detail)
 
 
-_BY_STATUS: dict[int, type[RTFError]] = {401: Unauthorized, 404: NotFound, 409: Conflict, 422: ValidationFailed,
-                                         429: RateLimited, 503: ServiceUnavailable}  # fmt: skip
+_BY_STATUS: dict[int, type[RTFError]] = {
+    401: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    422: ValidationFailed,
+    429: RateLimited,
+    503: ServiceUnavailable,
+}
 
 
 def _phrase(status: int) -> str:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance  # the type checker's name for "a dataclass"; not importable at run time
 
 T = TypeVar("T")
+D = TypeVar("D", bound="DataclassInstance")
 
 
-def build(cls: type[T], data: Mapping[str, Any], **extra: Any) -> T:
+def build(cls: type[D], data: Mapping[str, Any], **extra: Any) -> D:
     """``cls`` from the keys of ``data`` it has fields for (lists become tuples), plus ``extra``."""
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in fields(cls)}
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
     return cls(**(kw | extra))
 

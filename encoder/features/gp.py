@@ -159,8 +159,9 @@ def fit_gp(t: np.ndarray, lnw: np.ndarray, y: np.ndarray, err: np.ndarray, start
     x0 = np.clip(_START if start is None else start, [lo for lo, _ in BOUNDS], [hi for _, hi in BOUNDS])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = minimize(_nll, x0, args=(dt, dl2, y, var), jac=True, method="L-BFGS-B", bounds=BOUNDS,
-                       options={"maxiter": MAX_ITER})  # fmt: skip
+        res = minimize(
+            _nll, x0, args=(dt, dl2, y, var), jac=True, method="L-BFGS-B", bounds=BOUNDS, options={"maxiter": MAX_ITER}
+        )
     theta = res.x
     amp2, lt, ll = np.exp(2 * theta[0]), np.exp(theta[1]), np.exp(theta[2])
     km, ks, _, _ = _kernel_parts(dt, dl2, lt, ll)

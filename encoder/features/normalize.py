@@ -132,19 +132,23 @@ class RobustNormalizer:
         kind = d.get("kind", cls.kind)
         if kind != cls.kind:
             raise ValueError(f"a {kind!r} normalizer cannot load as {cls.kind!r}")
-        return cls(np.array(d["centre"], dtype=np.float64), np.array(d["scale"], dtype=np.float64),
-                   np.array(d["log"], dtype=bool), float(d.get("clip", 5.0)))  # fmt: skip
+        return cls(
+            np.array(d["centre"], dtype=np.float64),
+            np.array(d["scale"], dtype=np.float64),
+            np.array(d["log"], dtype=bool),
+            float(d.get("clip", 5.0)),
+        )
 
     def __eq__(self, other: object) -> bool:
         return (
             type(other) is type(self)
-            and np.array_equal(self.centre, other.centre)  # type: ignore[attr-defined]
-            and np.array_equal(self.scale, other.scale)  # type: ignore[attr-defined]
-            and np.array_equal(self.log, other.log)  # type: ignore[attr-defined]
-            and self.clip == other.clip  # type: ignore[attr-defined]
+            and np.array_equal(self.centre, other.centre)
+            and np.array_equal(self.scale, other.scale)
+            and np.array_equal(self.log, other.log)
+            and self.clip == other.clip
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable: typeshed types object.__hash__ as a method
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dim={self.dim}, log_columns={int(self.log.sum())}, clip={self.clip})"

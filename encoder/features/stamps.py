@@ -107,8 +107,8 @@ def decode_stamp(data: bytes | None, tolerance: int = SIZE_TOLERANCE) -> np.ndar
                     img = np.asarray(hdu.data, dtype=np.float32)
                     if img.ndim != 2:
                         return None
-                    img = _fit_size(img, tolerance)
-                    return None if img is None else np.ascontiguousarray(img, dtype=np.float32)
+                    fitted = _fit_size(img, tolerance)
+                    return None if fitted is None else np.ascontiguousarray(fitted, dtype=np.float32)
         return None
     except Exception:  # noqa: BLE001 - bad bytes of any kind mean "no stamp"
         return None

@@ -28,6 +28,8 @@ class FourierTime(nn.Module):
     the first detection too; fixed frequencies extrapolate more predictably than learned ones.
     """
 
+    omega: torch.Tensor  # a buffer (register_buffer): typed here, nn.Module.__getattr__ is not
+
     def __init__(self, n_freq: int = 12, min_period: float = 1.0, max_period: float = 1000.0):
         super().__init__()
         periods = torch.logspace(math.log10(min_period), math.log10(max_period), n_freq)

@@ -39,8 +39,19 @@ class VAEBottleneck(nn.Module):
 class VQBottleneck(nn.Module):
     """Vector quantiser with an EMA codebook and a straight-through gradient."""
 
-    def __init__(self, d_model: int, latent_dim: int, codebook_size: int = 512, decay: float = 0.99,
-                 commitment: float = 0.25, **_: object):  # fmt: skip
+    codebook: torch.Tensor  # buffers (register_buffer): typed here, nn.Module.__getattr__ is not
+    cluster_size: torch.Tensor
+    embed_sum: torch.Tensor
+
+    def __init__(
+        self,
+        d_model: int,
+        latent_dim: int,
+        codebook_size: int = 512,
+        decay: float = 0.99,
+        commitment: float = 0.25,
+        **_: object,
+    ):
         super().__init__()
         self.proj = nn.Linear(d_model, latent_dim)
         self.decay, self.commitment, self.eps = decay, commitment, 1e-5

@@ -58,8 +58,16 @@ class QueryDecoder(nn.Module):
 class PositionDecoder(nn.Module):
     """Latent broadcast to positions + learned position embedding, 2 transformer layers."""
 
-    def __init__(self, latent_dim: int, d_model: int = 128, max_len: int = 256, n_layers: int = 2,
-                 n_heads: int = 8, dropout: float = 0.1, **_: object):  # fmt: skip
+    def __init__(
+        self,
+        latent_dim: int,
+        d_model: int = 128,
+        max_len: int = 256,
+        n_layers: int = 2,
+        n_heads: int = 8,
+        dropout: float = 0.1,
+        **_: object,
+    ):
         super().__init__()
         self.inp = nn.Linear(latent_dim, d_model)
         self.pos = nn.Parameter(torch.randn(1, max_len, d_model) * 0.02)

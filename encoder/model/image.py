@@ -47,7 +47,10 @@ class ZoobotTower(nn.Module):
         self.frozen = freeze
         if freeze:
             self.backbone.requires_grad_(False)
-        self.head = nn.Linear(self.backbone.num_features, d_model)
+        features = self.backbone.num_features  # every timm model has it; nn.Module types it Tensor | Module
+        if not isinstance(features, int):
+            raise TypeError(f"convnext_pico's num_features is a {type(features).__name__}, not an int")
+        self.head = nn.Linear(features, d_model)
 
     def forward(self, stamps: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(stamps, size=(224, 224), mode="bilinear", align_corners=False)

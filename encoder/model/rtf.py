@@ -78,6 +78,9 @@ class ModelConfig:
 
 
 class RTFModel(nn.Module):
+    phot_shift: torch.Tensor  # buffers (register_buffer): typed here, nn.Module.__getattr__ is not
+    phot_scale: torch.Tensor
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.posterior_weight < 0 or (cfg.posterior_weight > 0 and not cfg.fine_classes):
@@ -108,14 +111,19 @@ class RTFModel(nn.Module):
     def encode(self, b: Batch) -> torch.Tensor:
         """CLS summary of the detections, plus stamp and physics-feature embeddings → (B, d)."""
         phot = (b.phot - self.phot_shift) / self.phot_scale
-        x = phot if not self.cfg.use_metadata else torch.cat([phot, b.meta], dim=-1)
+        x = phot
+        if self.cfg.use_metadata:
+            if b.meta is None:
+                raise ValueError("the model reads metadata, and the batch has none")
+            x = torch.cat([phot, b.meta], dim=-1)
         tokens = self.token(x) + self.time(b.phot[..., 0])
         tokens = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         pad = F.pad(b.pad_mask, (1, 0), value=False)
+        key_mask: torch.Tensor | None = pad
         if not (torch.jit.is_tracing() or torch.compiler.is_exporting()) and not pad.any():
-            pad = None  # nothing padded (one light curve, or equal lengths): attention without a mask is faster
-        h = self.norm(self.body(tokens, src_key_padding_mask=pad)[:, 0])
-        if self.image is not None and b.stamps is not None:
+            key_mask = None  # nothing padded (one light curve, or equal lengths): attention without a mask is faster
+        h = self.norm(self.body(tokens, src_key_padding_mask=key_mask)[:, 0])
+        if self.image is not None and b.stamps is not None and b.has_stamp is not None:
             h = h + self.image(b.stamps) * b.has_stamp.unsqueeze(1)
         if self.gp is not None and b.objfeat is not None:
             h = h + self.gp(b.objfeat)
@@ -163,8 +171,9 @@ class RTFModel(nn.Module):
         return (b.phot[..., :4] - self.phot_shift[:4]) / self.phot_scale[:4]
 
     # ---------------------------------------------------------------- training objective
-    def loss(self, b: Batch, out: dict[str, torch.Tensor], cls_weight: float = 0.5,
-             contrastive_weight: float = 0.0) -> dict[str, torch.Tensor]:  # fmt: skip
+    def loss(
+        self, b: Batch, out: dict[str, torch.Tensor], cls_weight: float = 0.5, contrastive_weight: float = 0.0
+    ) -> dict[str, torch.Tensor]:
         z, valid = out["z"], ~b.pad_mask
         parts: dict[str, torch.Tensor] = {}
         if self.cfg.decoder == "query":
@@ -193,7 +202,8 @@ class RTFModel(nn.Module):
         for name in ("kl", "vq"):
             if name in out:
                 parts[name] = out[name] * (0.01 if name == "kl" else 1.0)
-        parts["total"] = sum(v for k, v in parts.items() if k != "mse")
+        terms = [v for k, v in parts.items() if k != "mse"]
+        parts["total"] = sum(terms[1:], terms[0])  # as sum(terms) ("recon" first), less its int start 0
         return parts
 
 

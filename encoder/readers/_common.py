@@ -43,7 +43,7 @@ def open_source(source: Source) -> Iterator[BinaryIO]:
         with open(source, "rb") as fh:
             yield fh
     elif hasattr(source, "read"):
-        yield source  # type: ignore[misc]
+        yield source
     else:
         raise TypeError(f"expected a path, bytes or a binary file object, got {type(source).__name__}")
 
@@ -87,8 +87,9 @@ def column(rows: list[dict[str, Any]], name: str) -> np.ndarray:
     except (TypeError, ValueError):
         out = np.full(len(values), np.nan)
         for i, v in enumerate(values):
-            with contextlib.suppress(TypeError, ValueError):
-                out[i] = float(v)  # type: ignore[arg-type]
+            if v is not None:
+                with contextlib.suppress(TypeError, ValueError):
+                    out[i] = float(v)
         return out
 
 
@@ -109,14 +110,14 @@ def valid_limit(mag: np.ndarray) -> np.ndarray:
         return np.isfinite(mag) & (mag >= MAG_RANGE[0]) & (mag <= MAG_RANGE[1]) & ~np.isin(mag, MISSING_SENTINELS)
 
 
-def int_id(value: object) -> int | None:
-    """An integer id, or None (null, NaN, non-numeric)."""
+def int_id(value: Any) -> int | None:
+    """An integer id, or None (null, NaN, non-numeric); ``value`` is anything a decoder produced."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, np.integer)):
         return int(value)
     try:
-        f = float(value)  # type: ignore[arg-type]
+        f = float(value)
     except (TypeError, ValueError):
         return None
     return int(f) if np.isfinite(f) else None
@@ -193,8 +194,11 @@ def merge_by_object(lcs: Iterable[LightCurve]) -> list[LightCurve]:
 
 def coordinates(row: dict[str, Any]) -> tuple[float | None, float | None]:
     """(ra, dec) of a packet row in degrees, or (None, None) when missing or impossible."""
+    raw_ra, raw_dec = row.get("ra"), row.get("dec")
+    if raw_ra is None or raw_dec is None:
+        return None, None
     try:
-        ra, dec = float(row.get("ra")), float(row.get("dec"))  # type: ignore[arg-type]
+        ra, dec = float(raw_ra), float(raw_dec)
     except (TypeError, ValueError):
         return None, None
     if not (np.isfinite(ra) and np.isfinite(dec) and -90.0 <= dec <= 90.0):
@@ -203,8 +207,9 @@ def coordinates(row: dict[str, Any]) -> tuple[float | None, float | None]:
     return (0.0 if ra >= 360.0 else ra), dec  # -1e-20 % 360 is 360.0
 
 
-def iter_packets(source: Source, convert: Callable[[dict[str, Any]], LightCurve],
-                 limits: AvroLimits | None = None) -> Iterator[LightCurve]:  # fmt: skip
+def iter_packets(
+    source: Source, convert: Callable[[dict[str, Any]], LightCurve], limits: AvroLimits | None = None
+) -> Iterator[LightCurve]:
     """``convert`` applied to every record of an Avro container; errors say which record."""
     for i, record in enumerate(iter_avro_records(source, limits)):
         try:

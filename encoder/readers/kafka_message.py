@@ -74,8 +74,9 @@ class SchemaSource:
             raise AlertFormatError(f"schema id {schema_id}: not a usable Avro schema ({exc})") from None
 
 
-def decode_message(value: bytes | None, schemas: SchemaSource | None = None,
-                   limits: AvroLimits | None = None) -> list[LightCurve]:  # fmt: skip
+def decode_message(
+    value: bytes | None, schemas: SchemaSource | None = None, limits: AvroLimits | None = None
+) -> list[LightCurve]:
     """The light curves of one Kafka message (an Avro container, or the Confluent wire format).
     Raises AlertFormatError (or LightCurveError) naming what is wrong."""
     if not value:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encoder.lightcurve import META_FIELDS, STAMP_KINDS, LightCurve
+from encoder.lightcurve import META_FIELDS, STAMP_KINDS, LightCurve, LightCurveError
 
 
 def write_lightcurves_parquet(
@@ -78,25 +78,31 @@ def read_lightcurves_parquet(path: str | Path) -> list[LightCurve]:
             offsets, values, valid = arrays[name]
             return values[offsets[i] : offsets[i + 1]] if valid[i] else None
 
+        def need(name: str, i: int = i) -> np.ndarray:
+            value = get(name, i)
+            if value is None:
+                raise LightCurveError(name, f"null in row {i} of {path}")
+            return value
+
         meta = get("meta")
         stamps = {k: cols[f"stamp_{k}"][i] for k in STAMP_KINDS if cols[f"stamp_{k}"][i] is not None}
         out.append(
             LightCurve.build(
                 cols["object_id"][i],
                 cols["survey"][i],
-                get("time"),
-                get("band").astype(np.int8),
+                need("time"),
+                need("band").astype(np.int8),
                 flux=get("flux"),
                 flux_err=get("flux_err"),
                 meta=None if meta is None else meta.reshape(-1, n_meta),
                 alert_id=get("alert_id"),
                 ul_time=get("ul_time"),
-                ul_band=get("ul_band").astype(np.int8),
+                ul_band=need("ul_band").astype(np.int8),
                 ul_mag=get("ul_mag"),
                 ra=cols["ra"][i],
                 dec=cols["dec"][i],
                 stamps=stamps or None,
                 label=cols["label"][i],
-            )  # fmt: skip
+            )
         )
     return out

@@ -56,7 +56,8 @@ def _rows(value: object) -> list[dict[str, Any]]:
 
 
 def _bands(rows: list[dict[str, Any]]) -> np.ndarray:
-    return np.array([BAND_INDEX.get(r.get("band"), -1) for r in rows], dtype=np.int8)  # type: ignore[arg-type]
+    bands = (r.get("band") for r in rows)
+    return np.array([BAND_INDEX.get(b, -1) if isinstance(b, str) else -1 for b in bands], dtype=np.int8)
 
 
 def lsst_packet_to_lightcurve(record: dict[str, Any], *, forced: bool = True) -> LightCurve:
@@ -64,8 +65,10 @@ def lsst_packet_to_lightcurve(record: dict[str, Any], *, forced: bool = True) ->
     source = record.get("diaSource")
     if not isinstance(source, dict):
         raise AlertFormatError("not an LSST alert packet: no 'diaSource' record")
-    obj = record.get("diaObject") if isinstance(record.get("diaObject"), dict) else {}
-    object_id = _object_id(source, obj)  # type: ignore[arg-type]
+    obj = record.get("diaObject")
+    if not isinstance(obj, dict):
+        obj = {}
+    object_id = _object_id(source, obj)
 
     det_rows = [source, *_rows(record.get("prvDiaSources"))]
     forced_rows = _rows(record.get("prvDiaForcedSources")) if forced else []
@@ -89,14 +92,23 @@ def lsst_packet_to_lightcurve(record: dict[str, Any], *, forced: bool = True) ->
         if c is not None and c > 0:
             alert_id[len(det_rows) + j] = -c
 
-    ra, dec = coordinates(obj)  # type: ignore[arg-type]
+    ra, dec = coordinates(obj)
     if ra is None:
         ra, dec = coordinates(source)
     stamps = {kind: s for kind, key in CUTOUT_FIELDS.items() if (s := clean_stamp(record.get(key))) is not None}
     return LightCurve.build(
-        object_id, "lsst", jd[keep], band[keep], flux=flux[keep], flux_err=err[keep],
-        ra=ra, dec=dec, stamps=stamps or None, label=packet_label(record), alert_id=alert_id[keep],
-    )  # fmt: skip
+        object_id,
+        "lsst",
+        jd[keep],
+        band[keep],
+        flux=flux[keep],
+        flux_err=err[keep],
+        ra=ra,
+        dec=dec,
+        stamps=stamps or None,
+        label=packet_label(record),
+        alert_id=alert_id[keep],
+    )
 
 
 def _object_id(source: dict[str, Any], obj: dict[str, Any]) -> str:
@@ -205,10 +217,12 @@ def lsst_packet(lc: LightCurve) -> dict[str, Any]:
             sources.append(row | {"diaSourceId": ids_l[i], "diaObjectId": object_id})
     last = sources.pop()
     packet: dict[str, Any] = {
-        "diaSourceId": last["diaSourceId"], "diaSource": last, "prvDiaSources": sources,
+        "diaSourceId": last["diaSourceId"],
+        "diaSource": last,
+        "prvDiaSources": sources,
         "prvDiaForcedSources": forced_sources,
         "diaObject": {"diaObjectId": object_id, "ra": lc.ra, "dec": lc.dec},
-    }  # fmt: skip
+    }
     for kind, key in CUTOUT_FIELDS.items():
         packet[key] = (lc.stamps or {}).get(kind)
     return packet

@@ -10,6 +10,7 @@ the Avro readers.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +167,7 @@ def _read_alert_table(path: str | Path) -> list[LightCurve]:
                     dec=dec,
                     label=labels[k],
                     alert_id=alert_id[sel],
-                )  # fmt: skip
+                )
             )
         except LightCurveError as exc:
             raise with_context(exc, f"objects[{k}]") from None
@@ -211,11 +212,7 @@ def _read_cutouts(path: str | Path) -> dict[str, dict[str, bytes]]:
 def _with_stamps(lc: LightCurve, stamps: dict[str, bytes] | None) -> LightCurve:
     if not stamps:
         return lc
-    return LightCurve(
-        object_id=lc.object_id, survey=lc.survey, time=lc.time, band=lc.band, flux=lc.flux,
-        flux_err=lc.flux_err, meta=lc.meta, ul_time=lc.ul_time, ul_band=lc.ul_band, ul_mag=lc.ul_mag,
-        ra=lc.ra, dec=lc.dec, stamps=stamps, label=lc.label, alert_id=lc.alert_id,
-    )  # fmt: skip
+    return replace(lc, stamps=stamps)
 
 
 # ---------------------------------------------------------------------- BTS

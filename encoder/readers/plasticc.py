@@ -120,8 +120,13 @@ def lightcurve_from_flux_table(
     if band.dtype.kind not in "iu":
         band = np.array([b.strip().lower() if isinstance(b, str) else b for b in band], dtype=object)
     return LightCurve.build(
-        object_id, survey, time, band,
+        object_id,
+        survey,
+        time,
+        band,
         flux=df["flux"].to_numpy(dtype=np.float64) * scale,
         flux_err=df[err_col].to_numpy(dtype=np.float64) * scale,
-        ra=ra, dec=dec, label=normalize_label(label),
-    )  # fmt: skip
+        ra=ra,
+        dec=dec,
+        label=normalize_label(label),
+    )

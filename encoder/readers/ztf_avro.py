@@ -178,10 +178,22 @@ def ztf_packet_to_lightcurve(record: dict[str, Any], *, forced_photometry: bool 
     ra, dec = coordinates(cand)
     stamps = {kind: s for kind, key in CUTOUT_FIELDS.items() if (s := clean_stamp(record.get(key))) is not None}
     return LightCurve.build(
-        object_id, "ztf", jd[sel], band[sel], flux=flux[sel], flux_err=flux_err[sel], meta=meta,
-        ul_time=jd[ul], ul_band=band[ul], ul_mag=limit[ul], ra=ra, dec=dec,
-        stamps=stamps or None, label=packet_label(record), alert_id=alert_id[sel],
-    )  # fmt: skip
+        object_id,
+        "ztf",
+        jd[sel],
+        band[sel],
+        flux=flux[sel],
+        flux_err=flux_err[sel],
+        meta=meta,
+        ul_time=jd[ul],
+        ul_band=band[ul],
+        ul_mag=limit[ul],
+        ra=ra,
+        dec=dec,
+        stamps=stamps or None,
+        label=packet_label(record),
+        alert_id=alert_id[sel],
+    )
 
 
 def iter_ztf_alerts(source: Source, *, forced_photometry: bool = False) -> Iterator[LightCurve]:
@@ -202,8 +214,11 @@ def _nullable(t: str) -> list[str]:
 # Field types as in the ZTF 4.02 schema (ZTF: nmtchps/ndethist/ncovhist are plain ints in
 # the candidate, -999 when unknown; scorr is a double; the rest floats).
 _META_TYPES: dict[str, str] = {f: "float" for f in META_FIELDS} | {
-    "nmtchps": "int", "ndethist": "int", "ncovhist": "int", "scorr": "double",
-}  # fmt: skip
+    "nmtchps": "int",
+    "ndethist": "int",
+    "ncovhist": "int",
+    "scorr": "double",
+}
 _CANDIDATE_REQUIRED_INTS = ("nmtchps", "ndethist", "ncovhist")
 _OTHER_META = tuple(f for f in META_FIELDS if f not in ("sigmapsf", "diffmaglim"))
 
@@ -304,10 +319,16 @@ def _packet(lc: LightCurve, history: bool) -> dict[str, Any]:
     def row(i: int, candidate: bool) -> dict[str, Any]:
         m = meta[i]
         r: dict[str, Any] = {
-            "jd": jd[i], "fid": fid[i], "diffmaglim": _f(m[mi["diffmaglim"]]), "candid": ids[i],
-            "isdiffpos": "f" if neg[i] else "t", "ra": lc.ra, "dec": lc.dec,
-            "magpsf": mag[i], "sigmapsf": magerr[i],
-        }  # fmt: skip
+            "jd": jd[i],
+            "fid": fid[i],
+            "diffmaglim": _f(m[mi["diffmaglim"]]),
+            "candid": ids[i],
+            "isdiffpos": "f" if neg[i] else "t",
+            "ra": lc.ra,
+            "dec": lc.dec,
+            "magpsf": mag[i],
+            "sigmapsf": magerr[i],
+        }
         for f in _OTHER_META:
             v = _f(m[mi[f]])
             if candidate and f in _CANDIDATE_REQUIRED_INTS:
@@ -328,9 +349,13 @@ def _packet(lc: LightCurve, history: bool) -> dict[str, Any]:
         prv.sort(key=lambda r: r["jd"])
     candid = ids[last]
     packet: dict[str, Any] = {
-        "schemavsn": SCHEMA_VERSION, "publisher": PUBLISHER, "objectId": lc.object_id, "candid": candid,
-        "candidate": row(last, True), "prv_candidates": prv,
-    }  # fmt: skip
+        "schemavsn": SCHEMA_VERSION,
+        "publisher": PUBLISHER,
+        "objectId": lc.object_id,
+        "candid": candid,
+        "candidate": row(last, True),
+        "prv_candidates": prv,
+    }
     for kind, key in CUTOUT_FIELDS.items():
         data = (lc.stamps or {}).get(kind)
         packet[key] = None if data is None else {"fileName": f"candid{candid}_{kind}.fits.gz", "stampData": data}
