@@ -8,7 +8,7 @@ POST /v1/fingerprints (one light curve of the load test's pool, short and long s
 GET /v1/objects/{id}/neighbors.
 
     git worktree add /tmp/rtf_old HEAD
-    python benchmarks/ab_latency.py --a /tmp/rtf_old --b . --requests 600
+    python -m benchmarks.ab_latency --a /tmp/rtf_old --b . --requests 600
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+from benchmarks.load_test import LONG_DETECTIONS, catalogue_ids
+from tests._server import Server, as_json, synth_lightcurves
 
-from _server import Server, as_json, synth_lightcurves  # noqa: E402
-from load_test import LONG_DETECTIONS, catalogue_ids  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def start(checkout: Path, demo: Path, work: Path, threads: int) -> Server:

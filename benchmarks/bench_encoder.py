@@ -1,6 +1,6 @@
 """Encoder throughput on this CPU for a real ZTF light-curve length distribution.
 
-    python benchmarks/bench_encoder.py --real ../shared/data/ztf_alerts/alerts.parquet [--checkpoint PATH]
+    python -m benchmarks.bench_encoder --real ../shared/data/ztf_alerts/alerts.parquet [--checkpoint PATH]
 
 Light curves are the real ones from the file (``ztf_alerts/alerts.parquet``: real alert packets
 with their 30-day histories; ``ztf_bts_dev.parquet``: whole BTS light curves), repeated to ``--n``,

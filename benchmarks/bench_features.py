@@ -1,6 +1,6 @@
 """Per-light-curve cost of feature building on real ZTF BTS light curves, one core.
 
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_features.py \
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_features \
         --data /work/shared/data/ztf_bts_dev.parquet
 
 Prints ms per light curve (p50, p99, mean) for photometry channels, metadata, physics

@@ -8,8 +8,8 @@ growth of the main process and of the whole process tree, and the longest /healt
 every object acknowledged by the extreme-value cases must read back, find itself first through
 ``POST /v1/search`` and post back as duplicates only.
 
-    python benchmarks/bench_hostile.py                   # SQLite and PostgreSQL
-    python benchmarks/bench_hostile.py --databases sqlite
+    python -m benchmarks.bench_hostile                   # SQLite and PostgreSQL
+    python -m benchmarks.bench_hostile --databases sqlite
 
 Targets (issue 15): no request under the body limit grows RSS by more than 256 MB or blocks
 /healthz for more than 100 ms; 0 x 5xx on both databases; every acknowledged object round-trips.
@@ -26,7 +26,6 @@ import io
 import json
 import os
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -37,16 +36,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
-
-from _postgres import temporary_database  # noqa: E402
-from _server import Server, as_json, synth_lightcurves  # noqa: E402
-
-from encoder.lightcurve import LightCurve  # noqa: E402
-from encoder.readers import write_ztf_avro  # noqa: E402
-from encoder.readers.avro_container import encode_long, raw_container  # noqa: E402
+from benchmarks._postgres import temporary_database
+from encoder.lightcurve import LightCurve
+from encoder.readers import write_ztf_avro
+from encoder.readers.avro_container import encode_long, raw_container
+from tests._server import Server, as_json, synth_lightcurves
 
 KEY = "bench-key-" + "x" * 20
 PG_ADMIN = os.environ.get("RTF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -1,8 +1,8 @@
 """Vector index benchmark: recall@10 vs exact search, single-query latency p50/p99, build time,
 bytes per object, for each index kind and catalogue size.
 
-    python benchmarks/bench_index.py --sizes 10000 100000 1000000 --kinds flat hnsw ivf_sq8
-    python benchmarks/bench_index.py --vectors fingerprints.npy   # real (n, 64) float32 fingerprints
+    python -m benchmarks.bench_index --sizes 10000 100000 1000000 --kinds flat hnsw ivf_sq8
+    python -m benchmarks.bench_index --vectors fingerprints.npy   # real (n, 64) float32 fingerprints
 
 Synthetic data (default): 64-d mixture of 20 anisotropic Gaussian clusters whose means depend on
 one of 7 classes, L2-normalised — closer to learned fingerprints than uniform noise.

@@ -1,7 +1,7 @@
 """Batch ingest throughput of the catalogue (read-merge-encode-write) on SQLite or PostgreSQL.
 
-    python benchmarks/bench_ingest.py --n 5000 --batch 500 [--database-url postgresql+psycopg://...]
-    python benchmarks/bench_ingest.py --data ../shared/data/ztf_alerts/alerts.parquet   # real alert packets
+    python -m benchmarks.bench_ingest --n 5000 --batch 500 [--database-url postgresql+psycopg://...]
+    python -m benchmarks.bench_ingest --data ../shared/data/ztf_alerts/alerts.parquet   # real alert packets
 
 New objects first (every light curve is new), then the same batches again (all duplicates:
 nothing new is stored, every object is re-read, merged and re-encoded).

@@ -1,8 +1,8 @@
 """Ingest over HTTP beside the in-process encoder, on the same light curves, in one run.
 
-    python benchmarks/bench_ingest_http.py --data ../shared/data/ztf_bts_dev.parquet
-    python benchmarks/bench_ingest_http.py --n 3000        # a synthetic survey instead
-    python benchmarks/bench_ingest_http.py --data ... --database-url postgresql+psycopg://postgres@127.0.0.1:5432/DB
+    python -m benchmarks.bench_ingest_http --data ../shared/data/ztf_bts_dev.parquet
+    python -m benchmarks.bench_ingest_http --n 3000        # a synthetic survey instead
+    python -m benchmarks.bench_ingest_http --data ... --database-url postgresql+psycopg://postgres@127.0.0.1:5432/DB
 
 1. the encoder alone: ``Encoder.encode`` of the light curves in batches of ``--batch`` (the service's
    settings: bundled checkpoint, ``precision=auto``, 2 threads);
@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from _service import running_service
+
+from benchmarks._service import running_service
 
 
 def load(a) -> list:

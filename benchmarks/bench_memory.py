@@ -1,6 +1,6 @@
 """Resident memory of the service, idle and after use, by how it runs the model.
 
-    python benchmarks/bench_memory.py --n 3000
+    python -m benchmarks.bench_memory --n 3000
 
 A demo catalogue of ``--n`` synthetic objects is ingested once (the service's own demo seeding);
 then, for each precision, the service (``python -m app.server``) starts on that database and
@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import httpx
-from _service import ROOT, service_process
+
+from benchmarks._service import ROOT, service_process
 
 
 def rss_mb(pid: int) -> float:

@@ -1,7 +1,7 @@
 """Neighbours-by-id latency end to end over HTTP on a large catalogue (the service's 100K target).
 
-    python benchmarks/bench_neighbors_http.py --n 100000 --workdir var/bench100k   # builds once, then reuses
-    python benchmarks/bench_neighbors_http.py --workdir var/bench100k --measure-only
+    python -m benchmarks.bench_neighbors_http --n 100000 --workdir var/bench100k   # builds once, then reuses
+    python -m benchmarks.bench_neighbors_http --workdir var/bench100k --measure-only
 
 1. Build (skipped when the workdir's database already holds ``--n`` objects): synthetic ZTF light
    curves (``iter_survey``, seed ``--seed``) go through ``Catalog.ingest`` in batches, as a bulk
@@ -18,7 +18,6 @@ import itertools
 import json
 import random
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
@@ -26,11 +25,9 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+from tests._server import Server
 
-from _server import Server  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(url: str, index_dir: Path, checkpoint: Path | None, n: int, seed: int, batch: int) -> None:

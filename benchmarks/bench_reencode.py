@@ -1,6 +1,6 @@
 """Re-encoding a catalogue with another model version while the service answers neighbours.
 
-    python benchmarks/bench_reencode.py --n 100000 --keep var/bench-reencode   # builds once, then reuses
+    python -m benchmarks.bench_reencode --n 100000 --keep var/bench-reencode   # builds once, then reuses
 
 1. a synthetic survey of ``--n`` objects is ingested into a SQLite catalogue with the bundled
    checkpoint (``Catalog.ingest``; kept in ``--keep`` for the next run);
@@ -27,8 +27,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _service import ROOT, running_service
 from tqdm import tqdm
+
+from benchmarks._service import ROOT, running_service
 
 
 def build(db: Path, n: int) -> list[str]:

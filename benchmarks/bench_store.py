@@ -1,9 +1,9 @@
 """Store benchmark: SQL ingest throughput (SQLite and PostgreSQL) and the rebuild of the vector
 index from N fingerprints stored in SQLite.
 
-    python benchmarks/bench_store.py                              # SQLite + local PostgreSQL
-    python benchmarks/bench_store.py --rebuild-n 1000000 --rebuild-kind hnsw
-    python benchmarks/bench_store.py --postgres-admin-url postgresql+psycopg://user@host/postgres
+    python -m benchmarks.bench_store                              # SQLite + local PostgreSQL
+    python -m benchmarks.bench_store --rebuild-n 1000000 --rebuild-kind hnsw
+    python -m benchmarks.bench_store --postgres-admin-url postgresql+psycopg://user@host/postgres
 
 PostgreSQL: a throwaway database is created through the admin URL and dropped afterwards
 (skipped when no server answers).
@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _postgres import temporary_database  # benchmarks/, the script's folder
 
+from benchmarks._postgres import temporary_database
 from indexing.history import History
 from indexing.store import FingerprintRow, IngestBatch, ObjectState, Store
 from indexing.sync import rebuild_from_store

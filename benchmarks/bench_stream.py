@@ -1,7 +1,7 @@
 """rtf-stream end to end on PostgreSQL: a 40,000-alert backlog drained, then a sustained rate.
 
-    python benchmarks/bench_stream.py                          # 40,000-alert burst, then 333 alerts/s for 600 s
-    python benchmarks/bench_stream.py --burst 5000 --duration 60   # a short run
+    python -m benchmarks.bench_stream                          # 40,000-alert burst, then 333 alerts/s for 600 s
+    python -m benchmarks.bench_stream --burst 5000 --duration 60   # a short run
 
 The Kafka peer is librdkafka's in-process mock cluster (the only one on this machine), living in
 this process; ``rtf-stream`` runs as a subprocess on a throwaway PostgreSQL database. Alerts are
@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _postgres import temporary_database
 from tqdm import tqdm
+
+from benchmarks._postgres import temporary_database
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """The catalogue browser (``/``) timed in headless Chromium against the real service on a large catalogue.
 
-    python benchmarks/bench_web.py --n 100000 --workdir var/bench100k     # the target size (builds once, then reuses)
-    python benchmarks/bench_web.py --n 20000 --workdir var/bench-web20k   # a smaller one that builds in minutes
+    python -m benchmarks.bench_web --n 100000 --workdir var/bench100k     # the target size (builds once, then reuses)
+    python -m benchmarks.bench_web --n 20000 --workdir var/bench-web20k   # a smaller one that builds in minutes
 
 1. Build (skipped when the workdir's database already holds ``--n`` objects): the catalogue of
    ``benchmarks/bench_neighbors_http.py`` (synthetic ZTF light curves through ``Catalog.ingest``; the
@@ -25,20 +25,16 @@ import json
 import random
 import shutil
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT))
+from benchmarks.bench_neighbors_http import build
+from tests._server import Server
 
-from _server import Server  # noqa: E402
-from bench_neighbors_http import build  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MARK = "name => performance.getEntriesByName(name)[0]?.startTime ?? null"
 HAS_MARK = "name => performance.getEntriesByName(name).length > 0"

@@ -7,8 +7,8 @@ throughput, p50/p99 latency per endpoint and the error count. Afterwards it meas
 single-request latency (one client, sequential) of an encode and of a neighbours-by-id query
 against the targets (p99 <= 20 ms and <= 10 ms).
 
-    python benchmarks/load_test.py --duration 60 --concurrency 8            # starts its own server
-    python benchmarks/load_test.py --url http://127.0.0.1:8000 --duration 30   # an existing one
+    python -m benchmarks.load_test --duration 60 --concurrency 8            # starts its own server
+    python -m benchmarks.load_test --url http://127.0.0.1:8000 --duration 30   # an existing one
 
 Only loopback URLs are accepted.
 """
@@ -32,11 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
-
-from _server import Server, as_json, synth_lightcurves  # noqa: E402
+from tests._server import Server, as_json, synth_lightcurves
 
 MIX = {"fingerprints": 4, "neighbors": 4, "alerts": 1, "classify": 2}
 TARGETS_MS = {"encode p99": 20.0, "neighbors p99": 10.0}

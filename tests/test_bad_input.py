@@ -13,11 +13,11 @@ import time
 from urllib.parse import quote, unquote
 
 import pytest
-from _server import as_json, synth_lightcurves
 from sqlalchemy import text
 
 from encoder.jsonform import _EXAMPLE
 from encoder.readers import write_ztf_avro
+from tests._server import as_json, synth_lightcurves
 
 JSON = {"Content-Type": "application/json"}
 AVRO = {"Content-Type": "avro/binary"}

@@ -14,7 +14,6 @@ import time
 
 import httpx
 import pytest
-from _server import ROOT, Server
 
 from rtf_client import (
     Conflict,
@@ -30,6 +29,7 @@ from rtf_client import (
     Unauthorized,
     ValidationFailed,
 )
+from tests._server import ROOT, Server
 
 API_KEY = "client-test-key-0123456789"
 NOTEBOOK = ROOT / "examples" / "quickstart.ipynb"

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from _server import Server, as_json, synth_lightcurves
+
+from tests._server import Server, as_json, synth_lightcurves
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

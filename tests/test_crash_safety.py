@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from _server import Server, as_json, synth_lightcurves
+
+from tests._server import Server, as_json, synth_lightcurves
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from _server import Server, as_json, synth_lightcurves
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -23,6 +22,7 @@ from encoder.lightcurve import MAX_POINTS, LightCurve, njy_to_mag
 from encoder.readers import AlertFormatError, AvroLimitError, AvroLimits, read_alert_avro, write_ztf_avro
 from encoder.readers.avro_container import encode_long, raw_container
 from indexing.models import LightCurveRecord
+from tests._server import Server, as_json, synth_lightcurves
 
 JSON = {"Content-Type": "application/json"}
 AVRO = {"Content-Type": "avro/binary"}

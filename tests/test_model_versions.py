@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _server import as_json, synth_lightcurves
 from fastapi.testclient import TestClient
 
 from app.catalog import Catalog
@@ -22,6 +21,7 @@ from app.reencode import reencode
 from encoder.checkpoint import load_checkpoint
 from encoder.inference import Encoder
 from indexing.store import Store
+from tests._server import as_json, synth_lightcurves
 from training.variants import jittered_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from _server import synth_lightcurves
 
 from app.plots import plot_figure, render_plot
+from tests._server import synth_lightcurves
 
 
 def test_every_panel_is_labelled_and_shares_the_time_range():

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _server import synth_lightcurves
 
 from app.catalog import Catalog
 from app.stream import StreamConfig, StreamConsumer
@@ -24,6 +23,7 @@ from encoder.readers import write_ztf_avro
 from encoder.readers.kafka_message import SchemaSource, decode_message, wire_message
 from encoder.readers.lsst_avro import LSST_ALERT_SCHEMA, lsst_packet
 from indexing.store import Store
+from tests._server import synth_lightcurves
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 ROOT = Path(__file__).resolve().parents[1]

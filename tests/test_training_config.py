@@ -148,7 +148,7 @@ def test_the_default_recipe_expands_to_the_old_scripts_commands():
     assert recipe.load("default") == recipe.load(str(recipe.RECIPES / "default.toml"))
 
 
-# benchmarks/sweep_bottlenecks.sh before it became training/recipes/sweep.toml (EPOCHS=6)
+# experiments/sweep_bottlenecks.sh before it became training/recipes/sweep.toml (EPOCHS=6)
 OLD_SWEEP_COMMON = ["--data", "synthetic:ztf:6000:3", "D/ztf_bts_dev.parquet", "--unlabelled", "D/ztf_bts_dev.parquet",
                     "--cls-weight", "0.5", "--random-truncate", "--epochs", "6", "--d-model", "64", "--n-layers", "3",
                     "--n-heads", "4", "--d-ff", "128", "--dropout", "0.1", "--max-len", "128", "--workers", "1",

@@ -7,11 +7,11 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from _server import as_json, synth_lightcurves
 from fastapi.testclient import TestClient
 
 from app.main import create_app
 from encoder.lightcurve import BANDS
+from tests._server import as_json, synth_lightcurves
 
 
 def _walk(client, **params) -> list[dict]:

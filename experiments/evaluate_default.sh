@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every evaluation table of docs/evaluation.md for a checkpoint (default: the bundled one).
-#   bash benchmarks/evaluate_default.sh ../shared/data [CHECKPOINT] [OUT]
+#   bash experiments/evaluate_default.sh ../shared/data [CHECKPOINT] [OUT]
 # BTS labels were hidden from training (--unlabelled), so every BTS object counts (--holdout none);
 # PLAsTiCC labels were used for the training split, so only its validation split counts (--holdout val).
 set -euo pipefail

@@ -1,6 +1,6 @@
 """Compare the synthetic ZTF survey with real ZTF Bright Transient Survey light curves.
 
-    python benchmarks/compare_synthetic_real.py --real ../shared/data/ztf_bts_dev.parquet
+    python experiments/compare_synthetic_real.py --real ../shared/data/ztf_bts_dev.parquet
 
 Writes ``docs/img/synthetic_vs_real.png`` (a few light curves per class, synthetic beside
 real) and prints a markdown table of per-class statistics (medians, synthetic / real);
@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from training.synthetic import SurveyConfig, generate_survey
 
-from training.synthetic import SurveyConfig, generate_survey  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSES = ("SNIa", "SNII", "SNIbc", "SNIIn", "SLSN", "TDE", "CV", "AGN")
 BAND_COLOUR = {1: "tab:green", 2: "tab:red", 3: "tab:brown"}

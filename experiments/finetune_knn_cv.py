@@ -22,7 +22,7 @@ serves with ``rtf-train --posterior-weight W``: its fingerprint at unit length w
 fine-class probabilities appended, a class-aware metric on the same fingerprints (the probabilities
 are the head's function of them), paired with the plain one.
 
-    python benchmarks/finetune_knn_cv.py --data ../shared/data/ztf_bts_dev.parquet --out runs/knn_cv
+    python experiments/finetune_knn_cv.py --data ../shared/data/ztf_bts_dev.parquet --out runs/knn_cv
 """
 
 from __future__ import annotations

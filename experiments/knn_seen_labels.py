@@ -6,7 +6,7 @@ query, so each query's own label was seen in training. The gap between this and 
 cross-validated figure is what held-out objects lose; a class that stays low here is one the
 fine-tuning does not separate even when it has seen every member.
 
-    python benchmarks/knn_seen_labels.py --data ../shared/data/ztf_bts_dev.parquet --out runs/knn_seen_labels
+    python experiments/knn_seen_labels.py --data ../shared/data/ztf_bts_dev.parquet --out runs/knn_seen_labels
 """
 
 from __future__ import annotations
