@@ -42,8 +42,9 @@ def parse_body(ctype: str, body: bytes, max_batch: int, max_inflated_bytes: int)
     LSST alert packets. The batch limit counts packets while they are read, so an over-long Avro
     body is refused after its block headers, not after decoding every packet."""
     if ctype in AVRO_TYPES:
-        limits = AvroLimits(max_records=max_batch, max_block_bytes=MAX_AVRO_BLOCK_BYTES,
-                            max_inflated_bytes=max_inflated_bytes)  # fmt: skip
+        limits = AvroLimits(
+            max_records=max_batch, max_block_bytes=MAX_AVRO_BLOCK_BYTES, max_inflated_bytes=max_inflated_bytes
+        )
         try:
             lcs = read_alert_avro(body, limits)
         except AvroLimitError as exc:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -70,17 +70,24 @@ class _VersionChanged(Exception):
 class _IngestPlan:
     """What one ingest transaction derived from the stored histories (see ``Catalog.ingest``)."""
 
-    merged: list[LightCurve] = field(default_factory=list)
-    new: dict[str, int] = field(default_factory=dict)
-    duplicate: dict[str, int] = field(default_factory=dict)
-    dropped: dict[str, int] = field(default_factory=dict)
-    enc: Encoded | None = None
-    fingerprints: list[FingerprintRow] = field(default_factory=list)
+    merged: list[LightCurve]
+    new: dict[str, int]
+    duplicate: dict[str, int]
+    dropped: dict[str, int]
+    enc: Encoded
+    fingerprints: list[FingerprintRow]
 
 
 class Catalog:
-    def __init__(self, settings: Settings, encoder: Encoder, store: Store, index: VectorIndex, report: LoadReport,
-                 configured: ModelInfo | None = None):  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        encoder: Encoder,
+        store: Store,
+        index: VectorIndex,
+        report: LoadReport,
+        configured: ModelInfo | None = None,
+    ):
         self.settings = settings
         self.encoder = encoder
         #: the checkpoint the service was started with, when it is not the active version
@@ -110,26 +117,39 @@ class Catalog:
         store.migrate()
         active = store.active_version()
         configured = store.register_model(
-            info.version, path=str(ckpt_path.resolve()), sha256=file_sha256(ckpt_path), dim=info.dim,
-            class_names=list(info.coarse_classes), metrics=info.metrics.get("val"), active=active is None,
-        )  # fmt: skip
+            info.version,
+            path=str(ckpt_path.resolve()),
+            sha256=file_sha256(ckpt_path),
+            dim=info.dim,
+            class_names=list(info.coarse_classes),
+            metrics=info.metrics.get("val"),
+            active=active is None,
+        )
         served = ckpt_path
         if active is not None and active != info.version:
             served = _registered_path(next(m for m in store.list_models() if m.version == active), configured)
             log.warning(
                 "checkpoint %s (model %s) is not the active version: serving %s. %d of %d objects have its "
                 "fingerprints; to switch, run: rtf-reencode --checkpoint %s --activate",
-                ckpt_path, configured.version, active, store.fingerprint_counts().get(configured.version, 0),
-                store.count_objects(), ckpt_path,
-            )  # fmt: skip
+                ckpt_path,
+                configured.version,
+                active,
+                store.fingerprint_counts().get(configured.version, 0),
+                store.count_objects(),
+                ckpt_path,
+            )
         encoder = cls._encoder(settings, served)
         index, report = cls._index(settings, store, encoder)
         return cls(settings, encoder, store, index, report, configured)
 
     @staticmethod
     def _encoder(settings: Settings, checkpoint: Path, precision: str | None = None) -> Encoder:
-        return Encoder.load(checkpoint, precision=precision or settings.precision, threads=settings.threads,
-                            cache_dir=settings.cache_dir)  # fmt: skip
+        return Encoder.load(
+            checkpoint,
+            precision=precision or settings.precision,
+            threads=settings.threads,
+            cache_dir=settings.cache_dir,
+        )
 
     @staticmethod
     def _index(settings: Settings, store: Store, encoder: Encoder) -> tuple[VectorIndex, LoadReport]:
@@ -190,9 +210,13 @@ class Catalog:
         with self.store.scan_fingerprints(self.version, updated_since=self._synced_at - SYNC_SLACK) as scan:
             for b in scan:
                 self.index.upsert(
-                    b.object_ids, b.vectors, labels=b.labels, anomaly_scores=_nan_to_none(b.anomaly_score),
-                    last_jd=_nan_to_none(b.last_jd), n_detections=b.n_detections.tolist(),
-                )  # fmt: skip
+                    b.object_ids,
+                    b.vectors,
+                    labels=b.labels,
+                    anomaly_scores=_nan_to_none(b.anomaly_score),
+                    last_jd=_nan_to_none(b.last_jd),
+                    n_detections=b.n_detections.tolist(),
+                )
                 applied += len(b.object_ids)
             self._synced_marker = scan.marker
         self._synced_at = started
@@ -305,49 +329,64 @@ class Catalog:
             with self._sync_lock:
                 _, plan = self.store.ingest_merged(list(posted), prepare)
                 self.index.upsert(
-                    [lc.object_id for lc in plan.merged], plan.enc.vectors,
+                    [lc.object_id for lc in plan.merged],
+                    plan.enc.vectors,
                     labels=[class_key(f.label, f.fine_label) for f in plan.fingerprints],
-                    anomaly_scores=plan.enc.anomaly.tolist(), last_jd=[float(lc.time[-1]) for lc in plan.merged],
+                    anomaly_scores=plan.enc.anomaly.tolist(),
+                    last_jd=[float(lc.time[-1]) for lc in plan.merged],
                     n_detections=[len(lc) for lc in plan.merged],
-                )  # fmt: skip
+                )
             self._unsaved += len(plan.merged)
             if self._unsaved >= self.settings.index_save_every:
                 self._save_index_locked()
         return [
-            IngestedObjectResult(lc.object_id, plan.new[lc.object_id], plan.duplicate[lc.object_id],
-                                 plan.dropped[lc.object_id], len(lc), plan.fingerprints[i].label,
-                                 float(plan.enc.anomaly[i]))
+            IngestedObjectResult(
+                lc.object_id,
+                plan.new[lc.object_id],
+                plan.duplicate[lc.object_id],
+                plan.dropped[lc.object_id],
+                len(lc),
+                plan.fingerprints[i].label,
+                float(plan.enc.anomaly[i]),
+            )
             for i, lc in enumerate(plan.merged)
-        ]  # fmt: skip
+        ]
 
-    def _plan_ingest(self, posted: dict[str, LightCurve], position: dict[str, int],
-                     stored: dict[str, StoredObject]) -> tuple[IngestBatch, _IngestPlan]:  # fmt: skip
+    def _plan_ingest(
+        self, posted: dict[str, LightCurve], position: dict[str, int], stored: dict[str, StoredObject]
+    ) -> tuple[IngestBatch, _IngestPlan]:
         """Merge each posted light curve into its stored one, encode, and list the writes."""
-        plan = _IngestPlan()
+        merged_lcs: list[LightCurve] = []
+        new: dict[str, int] = {}
+        duplicate: dict[str, int] = {}
+        dropped: dict[str, int] = {}
         for oid, lc in posted.items():
             old = stored_lightcurve(stored[oid]) if oid in stored else None
             if old is not None and old.survey != lc.survey:
-                raise LightCurveError(f"lightcurves[{position[oid]}].survey",
-                                      f"{oid!r} is stored as a {old.survey} object, not {lc.survey}")  # fmt: skip
+                raise LightCurveError(
+                    f"lightcurves[{position[oid]}].survey",
+                    f"{oid!r} is stored as a {old.survey} object, not {lc.survey}",
+                )
             merged = lc if old is None else old.merge(lc, keep_existing=True)
             had = set() if old is None else _points(old)
             kept, sent = _points(merged), _points(lc)
-            plan.new[oid] = len(kept - had)
-            plan.duplicate[oid] = len(sent & had)
-            plan.dropped[oid] = len(sent - kept - had)
-            plan.merged.append(merged)
+            new[oid] = len(kept - had)
+            duplicate[oid] = len(sent & had)
+            dropped[oid] = len(sent - kept - had)
+            merged_lcs.append(merged)
         try:
-            plan.enc = self.encode(plan.merged)
+            enc = self.encode(merged_lcs)
         except LightCurveError as exc:  # name the request's light curve, not the merged list's
             i = int(exc.field.split("[", 1)[1].split("]", 1)[0])
-            raise LightCurveError(f"lightcurves[{position[plan.merged[i].object_id]}]", exc.message) from None
+            raise LightCurveError(f"lightcurves[{position[merged_lcs[i].object_id]}]", exc.message) from None
         objects, fingerprints = [], []
-        for i, lc in enumerate(plan.merged):
-            fingerprints.append(fingerprint_row(self.encoder, plan.enc, i, lc.object_id))
-            objects.append(ObjectState(object_id=lc.object_id, survey=lc.survey, ra=lc.ra, dec=lc.dec,
-                                       known_label=lc.label))  # fmt: skip
-        plan.fingerprints = fingerprints
-        histories = {lc.object_id: history_of(lc) for lc in plan.merged}
+        for i, lc in enumerate(merged_lcs):
+            fingerprints.append(fingerprint_row(self.encoder, enc, i, lc.object_id))
+            objects.append(
+                ObjectState(object_id=lc.object_id, survey=lc.survey, ra=lc.ra, dec=lc.dec, known_label=lc.label)
+            )
+        histories = {lc.object_id: history_of(lc) for lc in merged_lcs}
+        plan = _IngestPlan(merged_lcs, new, duplicate, dropped, enc, fingerprints)
         return IngestBatch(objects, histories, self.version, fingerprints), plan
 
     # ---------------------------------------------------------------- reads
@@ -355,9 +394,10 @@ class Catalog:
         """An object's row with the served version's predictions, and its stored light curve."""
         state = self.store.get_object(object_id, self.version)
         history = self.store.get_history(object_id)
-        if state is None or history is None:
+        lc = None if state is None or history is None else stored_lightcurve(StoredObject(state, history, 0))
+        if state is None or lc is None:  # unknown, or not one detection yet (as :meth:`lightcurve`)
             raise UnknownObject(object_id)
-        return state, stored_lightcurve(StoredObject(state, history, 0))
+        return state, lc
 
     def lightcurve(self, object_id: str, *, missing_ok: bool = False) -> LightCurve | None:
         """The stored light curve of an object (all its detections and upper limits)."""
@@ -383,15 +423,21 @@ class Catalog:
     def _hit(self, h: Neighbor) -> dict:
         attrs = self.index.get_attributes(h.object_id) or {}
         key = attrs.get("label")
-        return {"object_id": h.object_id, "similarity": round(float(h.score), 6), "class": coarse_part(key),
-                "fine_class": fine_part(key), "anomaly_score": _finite(attrs.get("anomaly_score")),
-                "n_detections": attrs.get("n_detections")}  # fmt: skip
+        return {
+            "object_id": h.object_id,
+            "similarity": round(float(h.score), 6),
+            "class": coarse_part(key),
+            "fine_class": fine_part(key),
+            "anomaly_score": _finite(attrs.get("anomaly_score")),
+            "n_detections": attrs.get("n_detections"),
+        }
 
     def neighbors(self, object_id: str, k: int, filters: dict[str, Any]) -> list[dict]:
         return self.search(self.vector_of(object_id), k, filters, exclude=(object_id,))
 
-    def anomalies(self, limit: int, cursor: str | None, filters: dict[str, Any]
-                  ) -> tuple[list[ObjectState], str | None]:  # fmt: skip
+    def anomalies(
+        self, limit: int, cursor: str | None, filters: dict[str, Any]
+    ) -> tuple[list[ObjectState], str | None]:
         return self.store.anomalies(model_version=self.version, limit=limit, cursor=cursor, **self._filters(filters))
 
     def neighbors_many(self, object_ids: list[str], k: int, filters: dict[str, Any]) -> list[list[dict]]:
@@ -400,10 +446,10 @@ class Catalog:
         hits = self.index.search_batch(vectors, k + 1, **self._filters(filters))
         return [[self._hit(h) for h in row if h.object_id != oid][:k] for oid, row in zip(object_ids, hits, strict=True)]
 
-    def list_objects(self, limit: int, cursor: str | None, filters: dict[str, Any]
-                     ) -> tuple[list[ObjectState], str | None]:  # fmt: skip
-        return self.store.list_objects(model_version=self.version, limit=limit, cursor=cursor,
-                                       **self._filters(filters))  # fmt: skip
+    def list_objects(
+        self, limit: int, cursor: str | None, filters: dict[str, Any]
+    ) -> tuple[list[ObjectState], str | None]:
+        return self.store.list_objects(model_version=self.version, limit=limit, cursor=cursor, **self._filters(filters))
 
     def delete(self, object_id: str) -> bool:
         """Delete an object from SQL (light curve, fingerprints of every version) and from this
@@ -493,10 +539,18 @@ def _points(lc: LightCurve) -> set[tuple[float, int]]:
 def history_of(lc: LightCurve) -> History:
     """What SQL stores of a light curve: its detections (with metadata and alert ids) and limits."""
     return History(
-        jd=lc.time, band=lc.band.astype(np.uint8), flux=lc.flux, flux_err=lc.flux_err, bands=BANDS,
-        meta=lc.meta, meta_fields=META_FIELDS if lc.meta is not None else (), alert_id=lc.alert_id,
-        ul_jd=lc.ul_time, ul_band=lc.ul_band.astype(np.uint8), ul_mag=lc.ul_mag,
-    )  # fmt: skip
+        jd=lc.time,
+        band=lc.band.astype(np.uint8),
+        flux=lc.flux,
+        flux_err=lc.flux_err,
+        bands=BANDS,
+        meta=lc.meta,
+        meta_fields=META_FIELDS if lc.meta is not None else (),
+        alert_id=lc.alert_id,
+        ul_jd=lc.ul_time,
+        ul_band=lc.ul_band.astype(np.uint8),
+        ul_mag=lc.ul_mag,
+    )
 
 
 def stored_lightcurve(stored: StoredObject) -> LightCurve | None:
@@ -514,10 +568,21 @@ def stored_lightcurve(stored: StoredObject) -> LightCurve | None:
                 meta[:, j] = h.meta[:, columns[f]]
     names = np.array(h.bands)
     return LightCurve.build(
-        state.object_id, state.survey or "ztf", h.jd, names[h.band], flux=h.flux, flux_err=h.flux_err, meta=meta,
-        ul_time=h.ul_jd, ul_band=names[h.ul_band] if len(h.ul_band) else h.ul_band, ul_mag=h.ul_mag,
-        ra=state.ra, dec=state.dec, label=state.known_label, alert_id=h.alert_id,
-    )  # fmt: skip
+        state.object_id,
+        state.survey or "ztf",
+        h.jd,
+        names[h.band],
+        flux=h.flux,
+        flux_err=h.flux_err,
+        meta=meta,
+        ul_time=h.ul_jd,
+        ul_band=names[h.ul_band] if len(h.ul_band) else h.ul_band,
+        ul_mag=h.ul_mag,
+        ra=state.ra,
+        dec=state.dec,
+        label=state.known_label,
+        alert_id=h.alert_id,
+    )
 
 
 def _registered_path(info: ModelInfo, configured: ModelInfo | None) -> Path:

@@ -49,9 +49,13 @@ def _key_matches(given: str | None, *keys: str | None) -> bool:
 
 
 # One security scheme for both keys: Swagger UI's "Authorize" button sets the header on every call
-API_KEY = APIKeyHeader(name="X-API-Key", scheme_name="APIKey", auto_error=False,
-                       description="RTF_API_KEY for writes; RTF_READ_API_KEY (or the write key) for the "
-                       "expensive reads when the service runs with one")  # fmt: skip
+API_KEY = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="APIKey",
+    auto_error=False,
+    description="RTF_API_KEY for writes; RTF_READ_API_KEY (or the write key) for the "
+    "expensive reads when the service runs with one",
+)
 ApiKeyDep = Annotated[str | None, Security(API_KEY)]
 
 
@@ -71,8 +75,11 @@ async def require_read_key(settings: SettingsDep, x_api_key: ApiKeyDep = None) -
     X-API-Key must be it or the write key."""
     read_key = _secret(settings.read_api_key)
     if read_key and not _key_matches(x_api_key, read_key, _secret(settings.api_key)):
-        raise HTTPException(401, "missing or wrong X-API-Key (RTF_READ_API_KEY guards this read)",
-                            headers={"WWW-Authenticate": "APIKey"})  # fmt: skip
+        raise HTTPException(
+            401,
+            "missing or wrong X-API-Key (RTF_READ_API_KEY guards this read)",
+            headers={"WWW-Authenticate": "APIKey"},
+        )
 
 
 def lightcurve_error(exc: LightCurveError, prefix: tuple = ("body",)) -> RequestValidationError:

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import problems
 from app.catalog import Catalog, seed_demo
@@ -48,9 +48,13 @@ and serves similarity search, classification and anomaly rankings over the catal
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Histogram("rtf_request_seconds", "request latency", ["method", "route", "status"],
-                                  registry=self.registry,
-                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))  # fmt: skip
+        self.requests = Histogram(
+            "rtf_request_seconds",
+            "request latency",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
         self.alerts_ingested = Counter("rtf_alerts_ingested", "new detections stored", registry=self.registry)
         self.catalog_objects = Gauge("rtf_catalog_objects", "objects in the vector index", registry=self.registry)
         self.in_flight = 0  # requests being served (read by app.deps.encode_lightcurves)
@@ -73,7 +77,7 @@ class BodyLimit:
         seen, complete = 0, False
         deadline = time.monotonic() + self.timeout
 
-        async def limited() -> dict:
+        async def limited() -> Message:
             nonlocal seen, complete
             if complete:  # the body is in: later receives wait for a disconnect, with no deadline
                 return await receive()
@@ -111,7 +115,7 @@ class RequestMetrics:
             return await self.app(scope, receive, send)
         t0, status = time.perf_counter(), 500  # 500 unless a response starts (an unhandled error)
 
-        async def observed(message: dict) -> None:
+        async def observed(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -165,8 +169,12 @@ class RateLimit:
         if tokens < 1.0:
             self.buckets[client] = (tokens, now)
             retry = max(1, math.ceil((1.0 - tokens) / self.rate))
-            resp = problems.problem(429, f"more than {self.rate:g} requests a second from {client}",
-                                    instance=scope["path"], headers={"Retry-After": str(retry)})  # fmt: skip
+            resp = problems.problem(
+                429,
+                f"more than {self.rate:g} requests a second from {client}",
+                instance=scope["path"],
+                headers={"Retry-After": str(retry)},
+            )
             return await resp(scope, receive, send)
         self.buckets[client] = (tokens - 1.0, now)
         if len(self.buckets) > 100_000:  # forget idle clients: a full bucket is the default anyway
@@ -185,7 +193,7 @@ class _BodyTimeout(Exception):
 async def _refuse(status: int, detail: str, scope: Scope, send: Send) -> None:
     """Answer ``status`` and close the connection: the rest of the body is not read."""
     resp = problems.problem(status, detail, instance=scope["path"], headers={"Connection": "close"})
-    await resp({"type": "http"}, None, send)  # type: ignore[arg-type]
+    await resp({"type": "http"}, None, send)  # type: ignore[arg-type]  # a Response sends only, never receives
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -218,9 +226,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="RTF — Real-Time Fingerprints",
         version="0.1.0",
         description=DESCRIPTION.format(
-            max_batch=min(settings.max_batch, MAX_BATCH), max_mb=settings.max_body_bytes // 2**20,
+            max_batch=min(settings.max_batch, MAX_BATCH),
+            max_mb=settings.max_body_bytes // 2**20,
             common=", ".join(f"{code} ({why})" for code, why in COMMON.items()),
-        ),  # fmt: skip
+        ),
         lifespan=lifespan,
         docs_url=None,  # served by app.routers.apidocs, with local assets
         redoc_url=None,
@@ -232,6 +241,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(r)
     apidocs.mount(app)
 
+    # Starlette types a handler as taking any Exception; each of these takes the class it is registered for
     app.add_exception_handler(StarletteHTTPException, problems.http_exception)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, problems.request_validation)  # type: ignore[arg-type]
 
@@ -246,13 +256,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> problems.ProblemResponse:
         """A bug: logged by the server (the traceback), answered in the one error format."""
-        return problems.problem(500, f"internal error ({type(exc).__name__}); the server log has the traceback",
-                                instance=request.url.path)  # fmt: skip
+        return problems.problem(
+            500, f"internal error ({type(exc).__name__}); the server log has the traceback", instance=request.url.path
+        )
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes, tags=TAGS)  # fmt: skip
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes, tags=TAGS
+            )
             body = LightCurveBatch.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(body.pop("$defs", {}))
@@ -264,11 +276,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.openapi_schema = _version_examples(schema, catalog.version)
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # type: ignore[arg-type]
-    app.add_middleware(RefuseNul)  # type: ignore[arg-type]
-    app.add_middleware(RateLimit, rate=settings.rate_limit)  # type: ignore[arg-type]
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)  # type: ignore[arg-type]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(RefuseNul)
+    app.add_middleware(RateLimit, rate=settings.rate_limit)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     return app
 
 

@@ -33,14 +33,28 @@ def _draw_lightcurve(ax, lc: LightCurve, t0: float, *, small: bool = False) -> N
     for b in np.unique(lc.band):
         name = BANDS[b]
         sel = _thin((lc.band == b) & np.isfinite(mag))
-        ax.errorbar(lc.time[sel] - t0, mag[sel], yerr=err[sel], fmt="o", ms=3 if small else 4, lw=0.8,
-                    color=BAND_COLOURS[name], label=None if small else f"{name} detections")  # fmt: skip
+        ax.errorbar(
+            lc.time[sel] - t0,
+            mag[sel],
+            yerr=err[sel],
+            fmt="o",
+            ms=3 if small else 4,
+            lw=0.8,
+            color=BAND_COLOURS[name],
+            label=None if small else f"{name} detections",
+        )
     for b in np.unique(lc.ul_band):
         ul = _thin(lc.ul_band == b)
         if len(ul):
-            ax.scatter(lc.ul_time[ul] - t0, lc.ul_mag[ul], marker="v", s=10 if small else 14,
-                       color=BAND_COLOURS[BANDS[b]], alpha=0.4,
-                       label=None if limits_labelled else "upper limits (5σ, ▼)")  # fmt: skip
+            ax.scatter(
+                lc.ul_time[ul] - t0,
+                lc.ul_mag[ul],
+                marker="v",
+                s=10 if small else 14,
+                color=BAND_COLOURS[BANDS[b]],
+                alpha=0.4,
+                label=None if limits_labelled else "upper limits (5σ, ▼)",
+            )
             limits_labelled = True
 
 
@@ -51,8 +65,12 @@ def _span(lc: LightCurve) -> tuple[float, float]:
     return float(times.min()), float(times.max())
 
 
-def plot_figure(lc: LightCurve, reconstruction: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None,
-                neighbours: list[tuple[LightCurve, float, str | None]], title: str):  # fmt: skip
+def plot_figure(
+    lc: LightCurve,
+    reconstruction: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None,
+    neighbours: list[tuple[LightCurve, float, str | None]],
+    title: str,
+):
     """The figure: the light curve with its decoded curve (from the first detection on), and up to
     three neighbours, each panel with labelled axes, the neighbour's class, and one shared time range."""
     n_nb = min(len(neighbours), 3)
@@ -96,8 +114,12 @@ def plot_figure(lc: LightCurve, reconstruction: tuple[np.ndarray, np.ndarray, np
     return fig
 
 
-def render_plot(lc: LightCurve, reconstruction: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None,
-                neighbours: list[tuple[LightCurve, float, str | None]], title: str) -> bytes:  # fmt: skip
+def render_plot(
+    lc: LightCurve,
+    reconstruction: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None,
+    neighbours: list[tuple[LightCurve, float, str | None]],
+    title: str,
+) -> bytes:
     """PNG bytes of :func:`plot_figure`. ``reconstruction`` = (t_rel grid, mag (bands, T), sigma (bands, T),
     band names); ``neighbours`` = (light curve, cosine similarity, predicted class)."""
     fig = plot_figure(lc, reconstruction, neighbours, title)

@@ -26,8 +26,15 @@ class ProblemResponse(JSONResponse):
     media_type = PROBLEM_JSON
 
 
-def problem(status: int, detail: str, *, instance: str | None = None, errors: list[dict] | None = None,
-            headers: dict[str, str] | None = None, **extra: Any) -> ProblemResponse:  # fmt: skip
+def problem(
+    status: int,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: list[dict] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> ProblemResponse:
     """The response for one problem; ``extra`` members go beside the standard ones (RFC 9457 §3.2)."""
     body: dict[str, Any] = {"type": "about:blank", "title": _phrase(status), "status": status, "detail": detail}
     if instance is not None:
@@ -45,8 +52,10 @@ def validation_problem(errors: list[dict], instance: str | None = None) -> Probl
 
 
 def field_errors(exc: RequestValidationError) -> list[dict]:
-    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "value_error")}
-            for e in exc.errors()]  # fmt: skip
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "value_error")}
+        for e in exc.errors()
+    ]
 
 
 async def http_exception(request: Request, exc: HTTPException) -> ProblemResponse:
@@ -74,8 +83,11 @@ PROBLEM_SCHEMA = {
         "type": {"type": "string", "description": "`about:blank`: the status code is the problem type"},
         "title": {"type": "string", "description": "the HTTP status phrase", "examples": ["Not Found"]},
         "status": {"type": "integer", "examples": [404]},
-        "detail": {"type": "string", "description": "what was wrong and where",
-                   "examples": ["unknown object 'ZTF00nonexistent'"]},  # fmt: skip
+        "detail": {
+            "type": "string",
+            "description": "what was wrong and where",
+            "examples": ["unknown object 'ZTF00nonexistent'"],
+        },
         "instance": {"type": "string", "description": "the request path", "examples": ["/v1/objects/ZTF00nonexistent"]},
         "errors": {
             "type": "array",
@@ -84,8 +96,11 @@ PROBLEM_SCHEMA = {
                 "type": "object",
                 "required": ["loc", "msg", "type"],
                 "properties": {
-                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-                            "examples": [["body", "lightcurves", 0, "detections", 1, "mag_err"]]},  # fmt: skip
+                    "loc": {
+                        "type": "array",
+                        "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                        "examples": [["body", "lightcurves", 0, "detections", 1, "mag_err"]],
+                    },
                     "msg": {"type": "string"},
                     "type": {"type": "string"},
                 },

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model
 
@@ -61,12 +61,13 @@ class ObjectSummary(BaseModel):
     anomaly_score: float | None
     known_label: str | None = Field(None, description="class given at ingest, if any")
 
-    @computed_field(description="first detection as MJD (jd - 2400000.5)")
+    # mypy rejects a decorator over @property; pydantic documents this very ignore for computed fields
+    @computed_field(description="first detection as MJD (jd - 2400000.5)")  # type: ignore[prop-decorator]
     @property
     def first_mjd(self) -> float | None:
         return None if self.first_jd is None else self.first_jd - MJD_OFFSET
 
-    @computed_field(description="last detection as MJD (jd - 2400000.5)")
+    @computed_field(description="last detection as MJD (jd - 2400000.5)")  # type: ignore[prop-decorator]
     @property
     def last_mjd(self) -> float | None:
         return None if self.last_jd is None else self.last_jd - MJD_OFFSET
@@ -127,7 +128,7 @@ def _filter_fields(query: bool) -> dict[str, Any]:
     for f in FILTERS:
         kind = list[str] if f.bound == "in" else f.type
         bounds = {"ge": f.ge, "le": f.le, "max_length": 32 if f.bound == "in" else None}
-        extra = {k: v for k, v in bounds.items() if v is not None}
+        extra: dict[str, Any] = {k: v for k, v in bounds.items() if v is not None}
         if query and f.alias:
             extra["alias"] = f.alias
         fields[f.name] = (kind | None, Field(None, description=f.description, **extra))
@@ -143,8 +144,11 @@ class _Neighbors(BaseModel):
     k: int = Field(10, ge=1, le=1000, description="number of neighbours")
 
 
-#: How many neighbours, and the filters they must pass (the bodies of the neighbour searches)
-NeighborQuery = create_model("NeighborQuery", __base__=_Neighbors, **_filter_fields(query=False))
+if TYPE_CHECKING:  # mypy takes base classes from declarations: it knows k, not the filter fields made at import
+    NeighborQuery = _Neighbors
+else:
+    #: How many neighbours, and the filters they must pass (the bodies of the neighbour searches)
+    NeighborQuery = create_model("NeighborQuery", __base__=_Neighbors, **_filter_fields(query=False))
 
 
 def filters_of(model: BaseModel) -> dict[str, Any]:
@@ -153,8 +157,10 @@ def filters_of(model: BaseModel) -> dict[str, Any]:
 
 
 class NeighborsRequest(NeighborQuery):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"object_ids": ["synztf2026_0000017", "synztf2026_0000018"], "k": 3}]})  # fmt: skip
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"object_ids": ["synztf2026_0000017", "synztf2026_0000018"], "k": 3}]},
+    )
     object_ids: list[str] = Field(..., min_length=1, max_length=100, description="stored objects (at most 100)")
 
 
@@ -210,9 +216,12 @@ class ModelOut(BaseModel):
     dim: int
     active: bool = Field(..., description="the version every answer comes from")
     fingerprints: int = Field(..., description="objects with a fingerprint of this version")
-    stale: int = Field(..., description="objects whose fingerprint of this version is missing or older than their "
-                       "light curve; 0: the version is complete and can be activated (the active version is "
-                       "written with every ingest, so it is never stale)")  # fmt: skip
+    stale: int = Field(
+        ...,
+        description="objects whose fingerprint of this version is missing or older than their "
+        "light curve; 0: the version is complete and can be activated (the active version is "
+        "written with every ingest, so it is never stale)",
+    )
     path: str = Field(..., description="the checkpoint file it was registered from")
     precision: str | None = Field(
         None, description="how the model runs: fp32, bf16 (PyTorch) or onnx (ONNX Runtime); the active model only"

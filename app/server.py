@@ -23,6 +23,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     _header_timer: asyncio.TimerHandle | None = None
 
+    # asyncio hands a stream protocol a Transport; uvicorn's method (and so this one) narrows BaseTransport to it
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
@@ -66,8 +67,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the database (default 1)")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     args = parser.parse_args(argv)
-    uvicorn.run("app.main:app", host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
-                http=HeaderDeadlineProtocol, loop="auto")  # fmt: skip
+    uvicorn.run(
+        "app.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        http=HeaderDeadlineProtocol,
+        loop="auto",
+    )
 
 
 if __name__ == "__main__":

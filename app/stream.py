@@ -30,13 +30,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.catalog import Catalog
+from app.catalog import Catalog, IngestedObjectResult
 from app.settings import Settings
 from encoder.lightcurve import LightCurve, LightCurveError
 from encoder.readers.avro_container import AlertFormatError
 from encoder.readers.kafka_message import SchemaSource, decode_message
 from indexing.store import DeadLetter
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
 
 log = logging.getLogger("rtf.stream")
 
@@ -67,6 +71,14 @@ class _Batch:
     messages: int = 0
 
 
+def _where(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed message (only a message made by hand lacks them)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError(f"not a consumed message: topic {topic!r}, partition {partition!r}, offset {offset!r}")
+    return topic, partition, offset
+
+
 @dataclass
 class StreamStats:
     messages: int = 0
@@ -85,8 +97,11 @@ class StreamConsumer:
         from confluent_kafka import Consumer, Producer
 
         self.config, self.catalog = config, catalog
-        self.schemas = (SchemaSource(config.schema_registry, config.schema_dir)
-                        if config.schema_registry or config.schema_dir else None)  # fmt: skip
+        self.schemas = (
+            SchemaSource(config.schema_registry, config.schema_dir)
+            if config.schema_registry or config.schema_dir
+            else None
+        )
         base = {"bootstrap.servers": config.bootstrap_servers} | config.kafka
         defaults = {"auto.offset.reset": "earliest", "queued.max.messages.kbytes": 65536}  # bounded prefetch
         # not overridable: offsets are committed by this class, after the SQL commit, and nothing else
@@ -113,7 +128,8 @@ class StreamConsumer:
     def _poll(self, max_messages: int | None) -> None:
         try:
             self.consumer.subscribe(self.config.topics)
-            fetched, carry, last_lag = 0, [], 0.0
+            fetched, last_lag = 0, 0.0
+            carry: list[Message] = []
             while not self._drained.is_set():
                 self._commit_pending()
                 if time.monotonic() - last_lag >= self.config.stats_interval:
@@ -156,11 +172,14 @@ class StreamConsumer:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(merged.items())]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=not final)
+            if final:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:  # e.g. a rebalance moved the partition: its new owner replays (idempotent)
             log.warning("offsets not committed (the messages will be replayed, and change nothing): %s", exc)
 
-    def _usable(self, msg) -> bool:
+    def _usable(self, msg: Message) -> bool:
         err = msg.error()
         if err is None:
             return True
@@ -169,7 +188,7 @@ class StreamConsumer:
             return False
         raise RuntimeError(f"kafka: {err}")
 
-    def _enqueue(self, batch: _Batch) -> list:
+    def _enqueue(self, batch: _Batch) -> list[Message]:
         """Put a batch in the queue; while it is full, pause the partitions (poll keeps the group
         membership alive; a message that was already on its way is kept for the next batch)."""
         try:
@@ -179,7 +198,7 @@ class StreamConsumer:
             pass
         assignment = self.consumer.assignment()
         self.consumer.pause(assignment)
-        carry = []
+        carry: list[Message] = []
         try:
             while not self._abandoned.is_set():
                 self._commit_pending()
@@ -194,10 +213,10 @@ class StreamConsumer:
         finally:
             self.consumer.resume(assignment)
 
-    def _decode(self, msgs: list) -> _Batch:
+    def _decode(self, msgs: list[Message]) -> _Batch:
         batch = _Batch(messages=len(msgs))
         for m in msgs:
-            where = (m.topic(), m.partition(), m.offset())
+            where = _where(m)
             key = (where[0], where[1])
             batch.offsets[key] = max(batch.offsets.get(key, 0), where[2] + 1)
             value = m.value() or b""
@@ -252,7 +271,7 @@ class StreamConsumer:
         self.stats.messages += batch.messages
         self.stats.batches += 1
 
-    def _ingest(self, lcs: list[LightCurve], batch: _Batch, letters: list[DeadLetter]) -> list:
+    def _ingest(self, lcs: list[LightCurve], batch: _Batch, letters: list[DeadLetter]) -> list[IngestedObjectResult]:
         """``Catalog.ingest`` of the batch; when one light curve is refused (e.g. a survey mismatch
         with the stored object), the others are ingested one by one and it becomes a dead letter."""
         if not lcs:
@@ -270,15 +289,23 @@ class StreamConsumer:
         self.stats.objects += len(results)
         return results
 
-    def _publish(self, results: list) -> None:
+    def _publish(self, results: list[IngestedObjectResult]) -> None:
+        producer, topic = self.producer, self.config.output_topic
+        if producer is None or topic is None:  # no output topic
+            return
         version = self.catalog.version
         for r in results:
             vector = self.catalog.index.get_vector(r.object_id)
-            body = {"object_id": r.object_id, "model": version, "class": r.label, "anomaly_score": r.anomaly_score,
-                    "n_detections": r.n_detections,
-                    "fingerprint": None if vector is None else [round(float(x), 6) for x in vector]}  # fmt: skip
-            self.producer.produce(self.config.output_topic, key=r.object_id.encode(), value=json.dumps(body).encode())
-            self.producer.poll(0)
+            body = {
+                "object_id": r.object_id,
+                "model": version,
+                "class": r.label,
+                "anomaly_score": r.anomaly_score,
+                "n_detections": r.n_detections,
+                "fingerprint": None if vector is None else [round(float(x), 6) for x in vector],
+            }
+            producer.produce(topic, key=r.object_id.encode(), value=json.dumps(body).encode())
+            producer.poll(0)
 
     def lag(self) -> int | None:
         """Messages not yet consumed on the assigned partitions (high watermark - position);
@@ -300,9 +327,14 @@ class StreamConsumer:
 
     def _log_stats(self, seconds: float, before: StreamStats) -> None:
         s = self.stats
-        log.info("stream: %.0f messages/s, %.0f new alerts/s, lag %s, dead letters %d, %d batches",
-                 (s.messages - before.messages) / seconds, (s.alerts - before.alerts) / seconds,
-                 "?" if s.lag is None else s.lag, s.dead_letters, s.batches)  # fmt: skip
+        log.info(
+            "stream: %.0f messages/s, %.0f new alerts/s, lag %s, dead letters %d, %d batches",
+            (s.messages - before.messages) / seconds,
+            (s.alerts - before.alerts) / seconds,
+            "?" if s.lag is None else s.lag,
+            s.dead_letters,
+            s.batches,
+        )
         if _METRICS is not None:
             _METRICS.update(s)
 
@@ -337,12 +369,20 @@ def _kafka_option(text: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     global _METRICS
-    p = argparse.ArgumentParser(prog="rtf-stream", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="rtf-stream",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--bootstrap-servers", required=True, help="Kafka brokers, host:port[,host:port...]")
-    p.add_argument("--topic", action="append", required=True, dest="topics",
-                   help="a topic to consume (repeat for several; ^regex subscribes by pattern)")  # fmt: skip
+    p.add_argument(
+        "--topic",
+        action="append",
+        required=True,
+        dest="topics",
+        help="a topic to consume (repeat for several; ^regex subscribes by pattern)",
+    )
     p.add_argument("--group-id", default="rtf", help="consumer group: its committed offsets are where a restart resumes")
     p.add_argument("--batch-size", type=int, default=500, help="messages per micro-batch, one SQL transaction (500)")
     p.add_argument("--batch-timeout", type=float, default=1.0, help="seconds to wait for a batch to fill (1.0)")
@@ -350,8 +390,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schema-registry", help="LSST: schema registry URL for the wire-format schema ids")
     p.add_argument("--schema-dir", type=Path, help="LSST: a folder of <schema id>.avsc files instead of a registry")
     p.add_argument("--output-topic", help="publish each ingested object's fingerprint, class and anomaly score here")
-    p.add_argument("-X", dest="kafka", action="append", type=_kafka_option, default=[], metavar="KEY=VALUE",
-                   help="a librdkafka setting passed through (security.protocol, sasl.*, ssl.*, ...)")  # fmt: skip
+    p.add_argument(
+        "-X",
+        dest="kafka",
+        action="append",
+        type=_kafka_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a librdkafka setting passed through (security.protocol, sasl.*, ssl.*, ...)",
+    )
     p.add_argument("--database-url", help="default: RTF_DATABASE_URL, as the service")
     p.add_argument("--index-dir", type=Path, help="this process's index copy (default: <RTF_INDEX_DIR>-stream)")
     p.add_argument("--max-messages", type=int, help="stop after this many messages (tests, benchmarks)")
@@ -365,22 +412,44 @@ def main(argv: list[str] | None = None) -> int:
         update["database_url"] = a.database_url
     update["index_dir"] = a.index_dir or settings.index_dir.with_name(settings.index_dir.name + "-stream")
     settings = settings.model_copy(update=update)
-    config = StreamConfig(a.bootstrap_servers, a.topics, a.group_id, a.batch_size, a.batch_timeout, a.buffered,
-                          a.schema_registry, a.schema_dir, a.output_topic, dict(a.kafka), a.stats_interval)  # fmt: skip
+    config = StreamConfig(
+        a.bootstrap_servers,
+        a.topics,
+        a.group_id,
+        a.batch_size,
+        a.batch_timeout,
+        a.buffered,
+        a.schema_registry,
+        a.schema_dir,
+        a.output_topic,
+        dict(a.kafka),
+        a.stats_interval,
+    )
     if a.metrics_port:
         _METRICS = _Metrics(a.metrics_port)
     catalog = Catalog.open(settings)
     consumer = StreamConsumer(config, catalog)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: consumer.stop())
-    log.info("consuming %s from %s as group %s into %s (model %s)", ", ".join(a.topics), a.bootstrap_servers,
-             a.group_id, settings.database_url.split("@")[-1], catalog.version)  # fmt: skip
+    log.info(
+        "consuming %s from %s as group %s into %s (model %s)",
+        ", ".join(a.topics),
+        a.bootstrap_servers,
+        a.group_id,
+        settings.database_url.split("@")[-1],
+        catalog.version,
+    )
     try:
         s = consumer.run(a.max_messages)
     finally:
         catalog.close()
-    log.info("stopped: %d messages, %d new alerts, %d object updates, %d dead letters", s.messages, s.alerts, s.objects,
-             s.dead_letters)  # fmt: skip
+    log.info(
+        "stopped: %d messages, %d new alerts, %d object updates, %d dead letters",
+        s.messages,
+        s.alerts,
+        s.objects,
+        s.dead_letters,
+    )
     return 0
 
 

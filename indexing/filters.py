@@ -34,19 +34,22 @@ class Filter:
     alias: str | None = None  # its name as a query parameter where the name is not one a person writes
 
 
-CLASS_HELP = ("a coarse class (SNIa, SNcc, CV, ...) or a fine one (SNII, SNIIn, KN, ...); a name that is both "
-              "is the coarse class; GET /v1/models lists them")  # fmt: skip
+CLASS_HELP = (
+    "a coarse class (SNIa, SNcc, CV, ...) or a fine one (SNII, SNIIn, KN, ...); a name that is both "
+    "is the coarse class; GET /v1/models lists them"
+)
 
+# a table, one filter a row (the formatter would spread the two long rows over eight lines each)
 FILTERS: tuple[Filter, ...] = (
     Filter("classes", "class", "in", list, f"only these predicted classes (repeat for several): {CLASS_HELP}",
-           alias="class"),  # fmt: skip
+           alias="class"),
     Filter("anomaly_min", "anomaly_score", "min", float, "only anomaly scores at least this", ge=0, le=1),
     Filter("anomaly_max", "anomaly_score", "max", float, "only anomaly scores at most this", ge=0, le=1),
     Filter("since", "last_jd", "min", float, "only objects last detected at or after this JD"),
     Filter("until", "last_jd", "max", float, "only objects last detected at or before this JD"),
     Filter("min_detections", "n_detections", "min", int, "only objects with at least this many detections",
-           ge=0, le=100_000),  # fmt: skip
-)
+           ge=0, le=100_000),
+)  # fmt: skip
 BY_NAME: dict[str, Filter] = {f.name: f for f in FILTERS}
 
 
@@ -58,8 +61,12 @@ def active(filters: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in filters.items() if v is not None}
 
 
-def index_mask(filters: Mapping[str, Any], n: int, column: Callable[[str], np.ndarray],
-               classes: Callable[[ClassFilter], np.ndarray]) -> np.ndarray:  # fmt: skip
+def index_mask(
+    filters: Mapping[str, Any],
+    n: int,
+    column: Callable[[str], np.ndarray],
+    classes: Callable[[ClassFilter], np.ndarray],
+) -> np.ndarray:
     """The rows (of ``n``) that pass every filter; ``column(attribute)`` gives an attribute's values
     (NaN: none), ``classes(class_filter)`` the rows whose class passes."""
     m = np.ones(n, dtype=bool)

@@ -111,8 +111,9 @@ class History:
 
 @lru_cache(maxsize=256)
 def _header(n: int, m: int, bands: tuple[str, ...], meta: tuple[str, ...], alert_id: bool) -> bytes:
-    return json.dumps({"n": n, "m": m, "bands": list(bands), "meta": list(meta), "alert_id": alert_id},
-                      separators=(",", ":")).encode()  # fmt: skip
+    return json.dumps(
+        {"n": n, "m": m, "bands": list(bands), "meta": list(meta), "alert_id": alert_id}, separators=(",", ":")
+    ).encode()
 
 
 class _Reader:

@@ -52,7 +52,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> str:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> str:
     """Call ``write(tmp_path)``, fsync, then atomically replace ``path``. Returns the sha256 of the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,8 @@ def save_index(index: VectorIndex, index_dir: str | Path, *, model_version: str,
 
         def write_meta(p: Path) -> None:
             with open(p, "wb") as f:
-                np.savez(f, **arrays)
+                # allow_pickle (the default) named, so that **arrays can only be arrays
+                np.savez(f, allow_pickle=True, **arrays)
 
         meta_sha = atomic_write(index_dir / meta_name, write_meta)
         manifest = {

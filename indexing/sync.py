@@ -50,7 +50,8 @@ def rebuild_from_store(
         total = scan.total
         ids: list[str] = []
         labels: list[str | None] = []
-        vecs = an = jd = nd = None
+        vecs: np.ndarray | None = None  # allocated at the first batch, which tells the dim
+        an, jd, nd = np.empty(total), np.empty(total), np.empty(total, np.int64)
         pos = 0
         with tqdm(total=total, desc=f"read fingerprints {model_version}", unit="fp", disable=not progress) as bar:
             for b in scan:
@@ -60,7 +61,6 @@ def rebuild_from_store(
                         raise ValueError(f"fingerprints of {model_version} have dim {d}, expected {dim}")
                     dim = d
                     vecs = np.empty((total, d), np.float32)
-                    an, jd, nd = np.empty(total), np.empty(total), np.empty(total, np.int64)
                 n = len(b.object_ids)
                 if pos + n > total:  # cannot happen inside one snapshot; be defensive
                     raise RuntimeError("fingerprint count changed during the scan")
@@ -72,7 +72,7 @@ def rebuild_from_store(
                 bar.update(n)
         marker = scan.marker
     index = VectorIndex(dim or 64, config)
-    if pos:
+    if pos and vecs is not None:
         zero = ~np.any(vecs[:pos], axis=1)
         if zero.any():
             log.warning("skipping %d zero fingerprints of %s", int(zero.sum()), model_version)

@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -194,10 +194,11 @@ class _Core:
             setattr(self, name, arr)
 
 
-def _bitmap_selector(mask: np.ndarray):
+def _bitmap_selector(mask: np.ndarray) -> faiss.IDSelectorBitmap:
     bits = np.packbits(mask, bitorder="little")
     sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
-    sel.bits_ref = bits  # keep the buffer alive as long as the selector
+    # keep the buffer alive as long as the selector (a SWIG object takes any attribute; the stubs declare none)
+    sel.bits_ref = bits  # type: ignore[attr-defined]
     return sel
 
 
@@ -286,26 +287,27 @@ class VectorIndex:
         if kind == "flat":
             return faiss.IndexFlatIP(d)
         if kind == "hnsw":
-            idx = faiss.IndexHNSWFlat(d, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            idx.hnsw.efConstruction = self.config.hnsw_ef_construction
-            idx.hnsw.efSearch = self.config.hnsw_ef_search
-            return idx
+            hnsw = faiss.IndexHNSWFlat(d, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efConstruction = self.config.hnsw_ef_construction
+            hnsw.hnsw.efSearch = self.config.hnsw_ef_search
+            return hnsw
         if kind == "ivf_sq8":
             assert train is not None and len(train) > 0
             nlist = min(self._nlist(len(train)), max(1, len(train) // 39))
             quantizer = faiss.IndexFlatIP(d)
-            idx = faiss.IndexIVFScalarQuantizer(
+            ivf = faiss.IndexIVFScalarQuantizer(
                 quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
             )
-            idx.referenced_objects = [quantizer]
+            # faiss's way to keep the quantizer alive with the index; the stubs don't declare it
+            ivf.referenced_objects = [quantizer]  # type: ignore[attr-defined]
             rng = np.random.default_rng(0)
             # 64 points per centroid: k-means on all of 1M takes ~7 min on 2 cores, this ~20 s
             per = 64
             sample = train if len(train) <= nlist * per else train[rng.choice(len(train), nlist * per, replace=False)]
-            idx.train(sample)
-            idx.nprobe = min(self.config.ivf_nprobe, nlist)
-            idx.set_direct_map_type(faiss.DirectMap.Hashtable)
-            return idx
+            ivf.train(sample)
+            ivf.nprobe = min(self.config.ivf_nprobe, nlist)
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # not in faiss's stubs
+            return ivf
         raise ValueError(kind)
 
     def _gpu_wanted(self, kind: str) -> bool:
@@ -564,7 +566,7 @@ class VectorIndex:
             with self._rw.read():
                 live = np.flatnonzero(c.alive[: c.n_labels])
                 vecs = self._vectors_of(c, live) if len(live) else np.zeros((0, self.dim), np.float32)
-            ids = [c.ids[i] for i in live.tolist()]
+            ids = cast(list[str], [c.ids[i] for i in live.tolist()])  # live labels have ids (None: tombstones)
             core = self._build_core(
                 ids, vecs, c.cls[live], c.anomaly[live], c.last_jd[live], c.ndet[live], progress=progress
             )
@@ -575,7 +577,8 @@ class VectorIndex:
     # ----------------------------------------------------------------- reads
     def _storage(self, c: _Core) -> np.ndarray:
         """(ntotal, dim) view of the raw vectors of a flat or HNSW index (no copy)."""
-        flat = c.index if c.kind == "flat" else faiss.downcast_index(c.index.storage)
+        # HNSWFlat keeps its vectors in a flat index too
+        flat = cast(faiss.IndexFlat, c.index if c.kind == "flat" else faiss.downcast_index(c.index.storage))
         n = flat.ntotal
         if n == 0:
             return np.zeros((0, self.dim), np.float32)
@@ -613,7 +616,7 @@ class VectorIndex:
             ef = max(self.config.hnsw_ef_search, k)
             if selectivity < 1.0:
                 ef = max(k, min(4096, int(ef / max(selectivity, 1e-6))))
-            params = faiss.SearchParametersHNSW(efSearch=ef, **kw)
+            params = faiss.SearchParametersHNSW(efSearch=ef, **kw)  # type: ignore[attr-defined]  # not in faiss's stubs
         elif c.kind == "ivf_sq8":
             nlist = c.index.nlist
             nprobe = min(nlist, self.config.ivf_nprobe)
@@ -621,7 +624,9 @@ class VectorIndex:
                 # a filter passes ~selectivity of each probed list; probe more lists (sqrt keeps
                 # latency bounded) and let the exact fallback cover queries that come back short
                 nprobe = min(nlist, int(math.ceil(nprobe / math.sqrt(max(selectivity, 1e-6)))))
-            params = faiss.SearchParametersIVF(nprobe=nprobe, **kw)
+            # faiss wraps the constructors of search parameters to take their fields (and keep references
+            # to the objects among them); the stubs declare only the bare constructor
+            params = faiss.SearchParametersIVF(nprobe=nprobe, **kw)  # type: ignore[call-arg]
         else:
             if sel is None and c.gpu is not None:
                 return c.gpu.search(q, k)
@@ -642,16 +647,18 @@ class VectorIndex:
         order = np.argsort(-top, axis=1, kind="stable")
         return np.take_along_axis(top, order, axis=1), labels[np.take_along_axis(part, order, axis=1)]
 
-    def search(self, vector: np.ndarray, k: int = 10, *, exclude_ids: Iterable[str] = (), **filters: Any
-               ) -> list[Neighbor]:  # fmt: skip
+    def search(
+        self, vector: np.ndarray, k: int = 10, *, exclude_ids: Iterable[str] = (), **filters: Any
+    ) -> list[Neighbor]:
         """The k most similar objects (cosine, best first) among those matching every filter
         (:data:`indexing.filters.FILTERS`: ``classes`` (names, or a ClassFilter), ``anomaly_min`` /
         ``anomaly_max``, ``since`` / ``until`` (last JD), ``min_detections``; a bound is inclusive and an
         object without a value fails it); ``exclude_ids``: objects to leave out (e.g. the query object).
         Returns ``min(k, number of matches)`` neighbours.
         """
-        return self.search_batch(np.asarray(vector, dtype=np.float32).reshape(1, -1), k, exclude_ids=exclude_ids,
-                                 **filters)[0]  # fmt: skip
+        return self.search_batch(
+            np.asarray(vector, dtype=np.float32).reshape(1, -1), k, exclude_ids=exclude_ids, **filters
+        )[0]
 
     def search_batch(self, vectors: np.ndarray, k: int = 10, **filters: Any) -> list[list[Neighbor]]:
         """:meth:`search` for a (n, dim) batch of queries with the same filters."""

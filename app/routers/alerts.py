@@ -11,8 +11,14 @@ from app.schemas import IngestedObject, IngestResponse
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
 
-@router.post("/alerts", summary="Ingest alerts", response_model=IngestResponse, dependencies=[Depends(require_api_key)],
-             openapi_extra=LIGHTCURVE_BODY, responses=errors(401, 413, 415, 422))  # fmt: skip
+@router.post(
+    "/alerts",
+    summary="Ingest alerts",
+    response_model=IngestResponse,
+    dependencies=[Depends(require_api_key)],
+    openapi_extra=LIGHTCURVE_BODY,
+    responses=errors(401, 413, 415, 422),
+)
 async def ingest_alerts(
     request: Request, catalog: CatalogDep, lcs: LightCurvesDep, offload: OffloadDep
 ) -> IngestResponse:
@@ -25,6 +31,8 @@ async def ingest_alerts(
     metrics.alerts_ingested.inc(new)
     metrics.catalog_objects.set(len(catalog.index))
     return IngestResponse(
-        model=catalog.version, new_alerts=new, duplicate_alerts=sum(r.duplicate_alerts for r in results),
+        model=catalog.version,
+        new_alerts=new,
+        duplicate_alerts=sum(r.duplicate_alerts for r in results),
         objects=[IngestedObject(**r.__dict__) for r in results],
-    )  # fmt: skip
+    )

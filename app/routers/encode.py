@@ -12,28 +12,48 @@ from app.schemas import ClassifyResponse, Fingerprint, FingerprintsResponse, Pre
 router = APIRouter(prefix="/v1", tags=["encode"])
 
 
-@router.post("/fingerprints", summary="Fingerprint light curves", response_model=FingerprintsResponse, openapi_extra=LIGHTCURVE_BODY,
-             dependencies=[Depends(require_read_key)], responses=errors(401, 413, 415, 422))  # fmt: skip
+@router.post(
+    "/fingerprints",
+    summary="Fingerprint light curves",
+    response_model=FingerprintsResponse,
+    openapi_extra=LIGHTCURVE_BODY,
+    dependencies=[Depends(require_read_key)],
+    responses=errors(401, 413, 415, 422),
+)
 async def fingerprints(request: Request, catalog: CatalogDep, lcs: LightCurvesDep) -> FingerprintsResponse:
     """The fingerprint of each posted light curve (nothing is stored)."""
     enc = await encode_lightcurves(request, catalog, lcs)
     return FingerprintsResponse(
-        model=catalog.version, dim=catalog.encoder.dim,
-        fingerprints=[Fingerprint(object_id=o, vector=v.tolist()) for o, v in zip(enc.object_ids, enc.vectors, strict=True)],
-    )  # fmt: skip
+        model=catalog.version,
+        dim=catalog.encoder.dim,
+        fingerprints=[
+            Fingerprint(object_id=o, vector=v.tolist()) for o, v in zip(enc.object_ids, enc.vectors, strict=True)
+        ],
+    )
 
 
-@router.post("/classify", summary="Classify light curves", response_model=ClassifyResponse, openapi_extra=LIGHTCURVE_BODY,
-             dependencies=[Depends(require_read_key)], responses=errors(401, 413, 415, 422))  # fmt: skip
+@router.post(
+    "/classify",
+    summary="Classify light curves",
+    response_model=ClassifyResponse,
+    openapi_extra=LIGHTCURVE_BODY,
+    dependencies=[Depends(require_read_key)],
+    responses=errors(401, 413, 415, 422),
+)
 async def classify(request: Request, catalog: CatalogDep, lcs: LightCurvesDep) -> ClassifyResponse:
     """Class probabilities (coarse and fine) and the anomaly score of each posted light curve."""
     enc = await encode_lightcurves(request, catalog, lcs)
     preds = []
     for i, oid in enumerate(enc.object_ids):
         coarse, fine = catalog.probabilities(enc, i)
-        preds.append(Prediction(
-            object_id=oid, label=top_label(coarse), probabilities=coarse,
-            fine_label=top_label(fine), fine_probabilities=fine,
-            anomaly_score=float(enc.anomaly[i]),
-        ))  # fmt: skip
+        preds.append(
+            Prediction(
+                object_id=oid,
+                label=top_label(coarse),
+                probabilities=coarse,
+                fine_label=top_label(fine),
+                fine_probabilities=fine,
+                anomaly_score=float(enc.anomaly[i]),
+            )
+        )
     return ClassifyResponse(model=catalog.version, predictions=preds)

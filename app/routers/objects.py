@@ -3,7 +3,7 @@ POST /v1/neighbors and POST /v1/search."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
@@ -26,6 +26,7 @@ from app.schemas import (
     ConeResponse,
     DecodedBand,
     DecodedCurve,
+    Neighbor,
     NeighborsBatchResponse,
     NeighborsOf,
     NeighborsRequest,
@@ -40,8 +41,22 @@ from encoder.lightcurve import MJD_OFFSET, LightCurveError
 
 router = APIRouter(prefix="/v1", tags=["objects"])
 # no control characters (as at ingest; PostgreSQL rejects NUL in text, which was a 500)
-ObjectId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$", examples=["synztf2026_0000017"],
-                               description="an object id as stored (1-128 characters, no control characters)")]  # fmt: skip
+ObjectId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\x00-\x1f]+$",
+        examples=["synztf2026_0000017"],
+        description="an object id as stored (1-128 characters, no control characters)",
+    ),
+]
+
+
+def _neighbors(hits: list[dict[str, Any]]) -> list[Neighbor]:
+    """The catalogue's neighbour hits as the response's items."""
+    return [Neighbor.model_validate(h) for h in hits]
+
 
 NEIGHBORS_EXAMPLE = {
     "object_id": "synztf2026_0000017",
@@ -95,12 +110,21 @@ def cone(
     alert packets and JSON light curves (objects without coordinates are never matched)."""
     found = catalog.store.cone(ra, dec, radius / 3600.0, model_version=catalog.version, limit=min(limit, settings.max_page))
     fields = ObjectSummary.model_fields
-    return ConeResponse(items=[ConeMatch(**{k: getattr(s, k) for k in fields}, separation_arcsec=round(sep * 3600, 4))
-                               for s, sep in found])  # fmt: skip
+    return ConeResponse(
+        items=[
+            ConeMatch(**{k: getattr(s, k) for k in fields}, separation_arcsec=round(sep * 3600, 4)) for s, sep in found
+        ]
+    )
 
 
-@router.delete("/objects/{object_id}", summary="Delete an object", status_code=204, response_class=Response, dependencies=[Depends(require_api_key)],
-               responses=errors(401, 404))  # fmt: skip
+@router.delete(
+    "/objects/{object_id}",
+    summary="Delete an object",
+    status_code=204,
+    response_class=Response,
+    dependencies=[Depends(require_api_key)],
+    responses=errors(401, 404),
+)
 async def delete_object(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep) -> Response:
     """Delete an object: its row, light curve and fingerprints of every version (SQL), and its index entry."""
     if not await offload.run(catalog.delete, object_id):
@@ -116,7 +140,7 @@ def neighbors_many(req: NeighborsRequest, catalog: CatalogDep, settings: Setting
         rows = catalog.neighbors_many(req.object_ids, min(req.k, settings.max_k), request_filters(catalog, req, "body"))
     except UnknownObject as exc:
         raise _unknown(exc.args[0]) from None
-    results = [NeighborsOf(object_id=o, neighbors=r) for o, r in zip(req.object_ids, rows, strict=True)]
+    results = [NeighborsOf(object_id=o, neighbors=_neighbors(r)) for o, r in zip(req.object_ids, rows, strict=True)]
     return NeighborsBatchResponse(model=catalog.version, results=results)
 
 
@@ -137,8 +161,12 @@ def get_object(
     return ObjectDetail(**fields, lightcurve=LightCurveIn.from_lightcurve(lc), fingerprint=vector)
 
 
-@router.get("/objects/{object_id}/neighbors", summary="Neighbours of an object", response_model=NeighborsResponse, responses={
-    **errors(404, 422), 200: {"content": {"application/json": {"example": NEIGHBORS_EXAMPLE}}}})  # fmt: skip
+@router.get(
+    "/objects/{object_id}/neighbors",
+    summary="Neighbours of an object",
+    response_model=NeighborsResponse,
+    responses={**errors(404, 422), 200: {"content": {"application/json": {"example": NEIGHBORS_EXAMPLE}}}},
+)
 def neighbors(
     object_id: ObjectId,
     catalog: CatalogDep,
@@ -154,12 +182,22 @@ def neighbors(
         hits = catalog.neighbors(object_id, k, chosen)
     except UnknownObject:
         raise _unknown(object_id) from None
-    return NeighborsResponse(object_id=object_id, model=catalog.version, neighbors=hits)
+    return NeighborsResponse(object_id=object_id, model=catalog.version, neighbors=_neighbors(hits))
 
 
-@router.get("/objects/{object_id}/plot", summary="Plot an object", responses={**errors(401, 404), 200: {"content": {"image/png": {}},
-            "description": "PNG: the light curve, the curve decoded from its fingerprint, its top neighbours"}},
-            response_class=Response, dependencies=[Depends(require_read_key)])  # fmt: skip
+@router.get(
+    "/objects/{object_id}/plot",
+    summary="Plot an object",
+    responses={
+        **errors(401, 404),
+        200: {
+            "content": {"image/png": {}},
+            "description": "PNG: the light curve, the curve decoded from its fingerprint, its top neighbours",
+        },
+    },
+    response_class=Response,
+    dependencies=[Depends(require_read_key)],
+)
 async def plot(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep) -> Response:
     """A PNG of the light curve, its fingerprint's reconstruction and its three nearest neighbours."""
     try:
@@ -183,13 +221,32 @@ async def decoded(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep,
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from None
     start = float(lc.time[0]) - MJD_OFFSET
-    return DecodedCurve(object_id=object_id, model=catalog.version, first_mjd=start, bands=[
-        DecodedBand(band=b, mjd=[round(start + x, 5) for x in t.tolist()], mag=[round(x, 4) for x in mag[i].tolist()],
-                    mag_err=[round(x, 4) for x in sigma[i].tolist()]) for i, b in enumerate(bands)])  # fmt: skip
+    return DecodedCurve(
+        object_id=object_id,
+        model=catalog.version,
+        first_mjd=start,
+        bands=[
+            DecodedBand(
+                band=b,
+                mjd=[round(start + x, 5) for x in t.tolist()],
+                mag=[round(x, 4) for x in mag[i].tolist()],
+                mag_err=[round(x, 4) for x in sigma[i].tolist()],
+            )
+            for i, b in enumerate(bands)
+        ],
+    )
 
 
-@router.post("/search", summary="Search by light curve or fingerprint", response_model=NeighborsResponse, dependencies=[Depends(require_read_key)], responses={
-    **errors(401, 422), 200: {"content": {"application/json": {"example": NEIGHBORS_EXAMPLE | {"object_id": None}}}}})  # fmt: skip
+@router.post(
+    "/search",
+    summary="Search by light curve or fingerprint",
+    response_model=NeighborsResponse,
+    dependencies=[Depends(require_read_key)],
+    responses={
+        **errors(401, 422),
+        200: {"content": {"application/json": {"example": NEIGHBORS_EXAMPLE | {"object_id": None}}}},
+    },
+)
 def search(req: SearchRequest, catalog: CatalogDep, settings: SettingsDep) -> NeighborsResponse:
     """Neighbours of a posted light curve (encoded, not stored) or of a fingerprint vector."""
     if (req.lightcurve is None) == (req.vector is None):
@@ -203,11 +260,18 @@ def search(req: SearchRequest, catalog: CatalogDep, settings: SettingsDep) -> Ne
     else:
         vector, query_id = np.asarray(req.vector, dtype=np.float64), None
         if vector.shape != (catalog.encoder.dim,) or not np.isfinite(vector).all() or not np.any(vector):
-            raise RequestValidationError([{"type": "value_error", "loc": ("body", "vector"),
-                                           "msg": f"need {catalog.encoder.dim} finite numbers, not all zero"}])  # fmt: skip
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ("body", "vector"),
+                        "msg": f"need {catalog.encoder.dim} finite numbers, not all zero",
+                    }
+                ]
+            )
         # cosine search is scale-free: unit length in float64 first, so tiny or huge values neither
         # underflow to a "zero vector" (was a 500) nor overflow the float32 norm (was similarity 0)
         vector = vector / np.abs(vector).max()
         vector = (vector / np.linalg.norm(vector)).astype(np.float32)
     hits = catalog.search(vector, min(req.k, settings.max_k), request_filters(catalog, req, "body"))
-    return NeighborsResponse(object_id=query_id, model=catalog.version, neighbors=hits)
+    return NeighborsResponse(object_id=query_id, model=catalog.version, neighbors=_neighbors(hits))

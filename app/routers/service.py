@@ -17,8 +17,15 @@ from app.schemas import DroppedModel, ModelOut, ModelsResponse
 from indexing.store import StaleVersion
 
 router = APIRouter(tags=["service"])
-Version = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
-                              description="a model version, as GET /v1/models lists it")]  # fmt: skip
+Version = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="a model version, as GET /v1/models lists it",
+    ),
+]
 
 
 def _models(catalog: Catalog) -> ModelsResponse:
@@ -26,15 +33,22 @@ def _models(catalog: Catalog) -> ModelsResponse:
     out = []
     for m in catalog.store.list_models():
         serving = m.version == active
-        out.append(ModelOut(
-            version=m.version, dim=m.dim, active=serving, fingerprints=counts.get(m.version, 0),
-            # the active version is written in the transaction of every ingest: never stale (the count
-            # is a join over all objects, ~1 s at 100K on SQLite)
-            stale=0 if m.active else catalog.store.count_stale(m.version), path=m.path, metrics=m.metrics,
-            precision=catalog.encoder.precision if serving else None,
-            coarse_classes=catalog.encoder.coarse_classes if serving else list(m.class_names),
-            fine_classes=catalog.encoder.fine_classes if serving else [],
-        ))  # fmt: skip
+        out.append(
+            ModelOut(
+                version=m.version,
+                dim=m.dim,
+                active=serving,
+                fingerprints=counts.get(m.version, 0),
+                # the active version is written in the transaction of every ingest: never stale (the count
+                # is a join over all objects, ~1 s at 100K on SQLite)
+                stale=0 if m.active else catalog.store.count_stale(m.version),
+                path=m.path,
+                metrics=m.metrics,
+                precision=catalog.encoder.precision if serving else None,
+                coarse_classes=catalog.encoder.coarse_classes if serving else list(m.class_names),
+                fine_classes=catalog.encoder.fine_classes if serving else [],
+            )
+        )
     return ModelsResponse(objects=catalog.store.count_objects(), models=out)
 
 
@@ -45,10 +59,17 @@ def models(catalog: CatalogDep) -> ModelsResponse:
     return _models(catalog)
 
 
-@router.post("/v1/models/{version}/activate", summary="Activate a model version", response_model=ModelsResponse,
-             dependencies=[Depends(require_api_key)], responses={**errors(401, 422),
-             404: {"description": "no such version"},
-             409: {"description": "the version is not complete: run rtf-reencode first"}})  # fmt: skip
+@router.post(
+    "/v1/models/{version}/activate",
+    summary="Activate a model version",
+    response_model=ModelsResponse,
+    dependencies=[Depends(require_api_key)],
+    responses={
+        **errors(401, 422),
+        404: {"description": "no such version"},
+        409: {"description": "the version is not complete: run rtf-reencode first"},
+    },
+)
 async def activate(version: Version, catalog: CatalogDep, offload: OffloadDep) -> ModelsResponse:
     """Switch every answer to a complete version, atomically (its checkpoint is loaded and its
     index built while the current version keeps answering). Other processes follow at their sync."""
@@ -62,9 +83,17 @@ async def activate(version: Version, catalog: CatalogDep, offload: OffloadDep) -
     return _models(catalog)
 
 
-@router.delete("/v1/models/{version}", summary="Drop a model version", response_model=DroppedModel, dependencies=[Depends(require_api_key)],
-               responses={**errors(401, 422), 404: {"description": "no such version"},
-                          409: {"description": "the active version cannot be dropped"}})  # fmt: skip
+@router.delete(
+    "/v1/models/{version}",
+    summary="Drop a model version",
+    response_model=DroppedModel,
+    dependencies=[Depends(require_api_key)],
+    responses={
+        **errors(401, 422),
+        404: {"description": "no such version"},
+        409: {"description": "the active version cannot be dropped"},
+    },
+)
 def drop(version: Version, catalog: CatalogDep) -> DroppedModel:
     """Delete a version that is not active, with all its fingerprints and predictions."""
     if version not in {m.version for m in catalog.store.list_models()}:
@@ -98,10 +127,11 @@ def readyz(request: Request) -> JSONResponse:
     if catalog.configured is not None:  # started with a checkpoint that is not the active version
         c = catalog.configured
         body["pending_model"] = {
-            "version": c.version, "checkpoint": c.path,
+            "version": c.version,
+            "checkpoint": c.path,
             "fingerprints": catalog.store.count_fingerprints(c.version),
             "note": f"serving {catalog.version}; to switch, run: rtf-reencode --checkpoint {c.path} --activate",
-        }  # fmt: skip
+        }
     return JSONResponse(body)
 
 

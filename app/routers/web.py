@@ -17,8 +17,10 @@ from fastapi import APIRouter, HTTPException, Request, Response
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 # Everything the page uses comes from this origin: the browser refuses anything else, and frames
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
-       "form-action 'none'; base-uri 'none'; frame-ancestors 'none'")  # fmt: skip
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+    "form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -37,8 +39,11 @@ class Asset:
 @lru_cache(maxsize=1)
 def assets() -> tuple[Asset, dict[str, Asset]]:
     """The page (with its assets' hashes filled in) and the assets by name, read once."""
-    static = {p.name: Asset(p.read_bytes(), MEDIA_TYPES[p.suffix]) for p in sorted(WEB_DIR.iterdir())
-              if p.suffix in MEDIA_TYPES}  # fmt: skip
+    static = {
+        p.name: Asset(p.read_bytes(), MEDIA_TYPES[p.suffix])
+        for p in sorted(WEB_DIR.iterdir())
+        if p.suffix in MEDIA_TYPES
+    }
     html = (WEB_DIR / "index.html").read_text(encoding="utf-8")
     for name, asset in static.items():
         html = html.replace(f"/static/{name}?v=dev", f"/static/{name}?v={asset.etag.strip(chr(34))}")

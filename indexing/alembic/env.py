@@ -11,7 +11,7 @@ import os
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, create_engine, pool
 
 from indexing.models import Base
 
@@ -23,10 +23,13 @@ if config.config_file_name is not None and "connection" not in config.attributes
 
 
 def _url() -> str:
-    return os.environ.get("RTF_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    url = os.environ.get("RTF_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no database URL: set RTF_DATABASE_URL, or sqlalchemy.url in alembic.ini")
+    return url
 
 
-def _configure(connection) -> None:
+def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -1,15 +1,12 @@
-"""The store: its engine, schema migration, write transactions and ingest."""
+"""The store: its engine, schema migration and ingest (write transactions: :mod:`indexing.store.base`)."""
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Text, bindparam, cast, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Text, bindparam, cast, func, or_, select, update
 
 from indexing.models import (
     MIGRATIONS,
@@ -19,9 +16,6 @@ from indexing.models import (
 )
 from indexing.store.dead_letters import DeadLetters
 from indexing.store.engine import (
-    _PG_LOCK_OBJECTS,
-    _PG_RETRY_CODES,
-    _PG_VERSION_LOCK,
     _chunks,
     make_engine,
 )
@@ -73,33 +67,6 @@ class Store(Reads, ModelVersions, DeadLetters):
                     conn.exec_driver_sql("SELECT pg_advisory_unlock(7270001)")
                     conn.commit()
 
-    # ----------------------------------------------------------------- helpers
-    def _insert(self, table):
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
-
-    def _write(self, fn, *, attempts: int = 6):
-        """Run ``fn(conn)`` in one write transaction; retry PostgreSQL deadlocks/serialization failures."""
-        for attempt in range(attempts):
-            try:
-                with self.engine.connect().execution_options(rtf_write=True) as conn, conn.begin():
-                    return fn(conn)
-            except DBAPIError as exc:
-                code = getattr(getattr(exc, "orig", None), "sqlstate", None)
-                if code not in _PG_RETRY_CODES or attempt == attempts - 1:
-                    raise
-                time.sleep(0.01 * (2**attempt) * (1 + random.random()))
-        raise AssertionError("unreachable")
-
-    def _hold(self, conn, ids: Sequence[str], *, version_lock: str = "shared") -> None:
-        """PostgreSQL: the version lock (shared: writers; exclusive: the switch) and the objects'
-        locks, for the rest of the transaction. SQLite's writer lock already holds everything."""
-        if self.dialect != "postgresql":
-            return
-        fn = "pg_advisory_xact_lock_shared" if version_lock == "shared" else "pg_advisory_xact_lock"
-        conn.exec_driver_sql(f"SELECT {fn}({_PG_VERSION_LOCK})")
-        if ids:
-            conn.execute(_PG_LOCK_OBJECTS, {"ids": list(ids)})
-
     # ----------------------------------------------------------------- writes
     def write(self, batch: IngestBatch) -> IngestResult:
         """Write a batch as ONE transaction without reading first (bulk loads): histories replace
@@ -120,14 +87,14 @@ class Store(Reads, ModelVersions, DeadLetters):
         """
         ids = sorted(set(object_ids))
 
-        def run(conn) -> tuple[IngestResult, T]:
+        def run(conn: Connection) -> tuple[IngestResult, T]:
             self._hold(conn, ids)
             batch, payload = prepare(self._read_objects(conn, ids), self._active_version(conn))
             return self._apply(conn, _Rows(batch)), payload
 
         return self._write(run)
 
-    def _apply(self, conn, rows: _Rows, expected: dict[str, int] | None = None) -> IngestResult:
+    def _apply(self, conn: Connection, rows: _Rows, expected: dict[str, int] | None = None) -> IngestResult:
         """The writes of one batch inside a write transaction, step by step. ``expected``: write a
         fingerprint only where its object is still at that revision (re-encoding)."""
         touched = self._upsert_objects(conn, [rows.objects[k] for k in sorted(rows.objects)])
@@ -136,7 +103,7 @@ class Store(Reads, ModelVersions, DeadLetters):
         written, skipped = self._write_fingerprint_rows(conn, rows.fingerprints, expected)
         return IngestResult(objects_touched=len(touched), fingerprints_written=written, fingerprints_skipped=skipped)
 
-    def _insert_bare_objects(self, conn, ids: list[str], now) -> set[str]:
+    def _insert_bare_objects(self, conn: Connection, ids: list[str], now: datetime) -> set[str]:
         """Rows for objects that only get a fingerprint (no light curve yet); the ids inserted."""
         o_t = ObjectRecord.__table__
         stmt = self._insert(o_t).on_conflict_do_nothing(index_elements=[o_t.c.object_id]).returning(o_t.c.object_id)
@@ -146,17 +113,22 @@ class Store(Reads, ModelVersions, DeadLetters):
             out.update(k for (k,) in conn.execute(stmt, values))
         return out
 
-    def _write_histories(self, conn, histories: list[dict[str, Any]], touched: set[str], now) -> set[str]:
+    def _write_histories(
+        self, conn: Connection, histories: list[dict[str, Any]], touched: set[str], now: datetime
+    ) -> set[str]:
         """Replace the light curves that changed; a new light curve is a new revision of its object
         (unless the object's row was written, and revised, in this batch already). The ids changed."""
         o_t, l_t = ObjectRecord.__table__, LightCurveRecord.__table__
         ins = self._insert(l_t)
         stmt = ins.on_conflict_do_update(
             index_elements=[l_t.c.object_id],
-            set_={"data": ins.excluded.data, "n_detections": ins.excluded.n_detections,
-                  "n_upper_limits": ins.excluded.n_upper_limits},
+            set_={
+                "data": ins.excluded.data,
+                "n_detections": ins.excluded.n_detections,
+                "n_upper_limits": ins.excluded.n_upper_limits,
+            },
             where=l_t.c.data != ins.excluded.data,
-        ).returning(l_t.c.object_id)  # fmt: skip
+        ).returning(l_t.c.object_id)
         changed: set[str] = set()
         for part in _chunks(histories):
             changed.update(k for (k,) in conn.execute(stmt, list(part)))
@@ -168,8 +140,9 @@ class Store(Reads, ModelVersions, DeadLetters):
             )
         return changed
 
-    def _write_fingerprint_rows(self, conn, fingerprints: list[dict[str, Any]], expected: dict[str, int] | None
-                                ) -> tuple[int, int]:  # fmt: skip
+    def _write_fingerprint_rows(
+        self, conn: Connection, fingerprints: list[dict[str, Any]], expected: dict[str, int] | None
+    ) -> tuple[int, int]:
         """Upsert fingerprints, each recording the object revision it is of; only those that really
         change are written (and get a new revision). Returns (written, skipped as stale)."""
         if not fingerprints:
@@ -186,8 +159,12 @@ class Store(Reads, ModelVersions, DeadLetters):
         ins = self._insert(f_t)
         changing = ("vector", "dim", "label", "fine_label", "probabilities", "anomaly_score", "source_revision")
         # JSON has no equality in PostgreSQL, so the probabilities compare as text
-        differs = [cast(f_t.c[c], Text).is_distinct_from(cast(ins.excluded[c], Text)) if c == "probabilities"
-                   else f_t.c[c].is_distinct_from(ins.excluded[c]) for c in changing]  # fmt: skip
+        differs = [
+            cast(f_t.c[c], Text).is_distinct_from(cast(ins.excluded[c], Text))
+            if c == "probabilities"
+            else f_t.c[c].is_distinct_from(ins.excluded[c])
+            for c in changing
+        ]
         stmt = ins.on_conflict_do_update(
             index_elements=[f_t.c.object_id, f_t.c.model_version],
             set_={c: getattr(ins.excluded, c) for c in changing}
@@ -197,14 +174,16 @@ class Store(Reads, ModelVersions, DeadLetters):
         written = sum(len(conn.execute(stmt, list(part)).all()) for part in _chunks(values))
         return written, skipped
 
-    def _upsert_objects(self, conn, values: list[dict[str, Any]]) -> set[str]:
+    def _upsert_objects(self, conn: Connection, values: list[dict[str, Any]]) -> set[str]:
         """Insert or update object rows (``None`` keeps the stored value); only rows that really
         change are written, and get a new revision. Returns the ids written."""
         o_t = ObjectRecord.__table__
         ins = self._insert(o_t)
         ex = ins.excluded
-        new = {c: func.coalesce(getattr(ex, c), o_t.c[c])
-               for c in ("survey", "ra", "dec", "first_jd", "last_jd", "known_label")}  # fmt: skip
+        new = {
+            c: func.coalesce(getattr(ex, c), o_t.c[c])
+            for c in ("survey", "ra", "dec", "first_jd", "last_jd", "known_label")
+        }
         new["n_detections"] = func.coalesce(func.nullif(ex.n_detections, 0), o_t.c.n_detections)
         stmt = ins.on_conflict_do_update(
             index_elements=[o_t.c.object_id],
@@ -216,7 +195,7 @@ class Store(Reads, ModelVersions, DeadLetters):
             out.update(k for (k,) in conn.execute(stmt, list(part)))
         return out
 
-    def _revisions(self, conn, ids: Sequence[str]) -> dict[str, int]:
+    def _revisions(self, conn: Connection, ids: Sequence[str]) -> dict[str, int]:
         o = ObjectRecord.__table__.c
         out: dict[str, int] = {}
         for part in _chunks(list(ids)):
@@ -226,7 +205,7 @@ class Store(Reads, ModelVersions, DeadLetters):
     def delete_object(self, object_id: str) -> bool:
         """Delete an object with its light curve and fingerprints. Returns False when unknown."""
 
-        def run(conn) -> bool:
+        def run(conn: Connection) -> bool:
             self._hold(conn, [object_id])
             for rec in (FingerprintRecord, LightCurveRecord):
                 conn.execute(rec.__table__.delete().where(rec.__table__.c.object_id == object_id))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
 
 from indexing.models import (
     DeadLetterRecord,
     utcnow,
 )
+from indexing.store.base import _StoreBase
 from indexing.store.engine import (
     _aware,
     _chunks,
@@ -21,11 +21,8 @@ from indexing.store.records import (
 )
 
 
-class DeadLetters:
+class DeadLetters(_StoreBase):
     """Stream messages that could not be ingested."""
-
-    engine: Engine
-    dialect: str
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> int:
         """Record messages that could not be ingested (one per source, partition and offset:
@@ -34,12 +31,19 @@ class DeadLetters:
             return 0
         t = DeadLetterRecord.__table__
         now = utcnow()
-        rows = [{"source": d.source[:256], "partition": int(d.partition), "offset": int(d.offset),
-                 "error": d.error[:2000], "received_at": now,
-                 "payload": None if d.payload is None else bytes(d.payload[:DEAD_LETTER_PAYLOAD_MAX])}
-                for d in letters]  # fmt: skip
-        stmt = self._insert(t).on_conflict_do_nothing(index_elements=[t.c.source, t.c.partition, t.c.offset])
-        stmt = stmt.returning(t.c.id)
+        rows = [
+            {
+                "source": d.source[:256],
+                "partition": int(d.partition),
+                "offset": int(d.offset),
+                "error": d.error[:2000],
+                "received_at": now,
+                "payload": None if d.payload is None else bytes(d.payload[:DEAD_LETTER_PAYLOAD_MAX]),
+            }
+            for d in letters
+        ]
+        ins = self._insert(t).on_conflict_do_nothing(index_elements=[t.c.source, t.c.partition, t.c.offset])
+        stmt = ins.returning(t.c.id)
         return self._write(lambda conn: sum(len(conn.execute(stmt, list(part)).all()) for part in _chunks(rows)))
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
@@ -51,4 +55,4 @@ class DeadLetters:
 
     def count_dead_letters(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.scalar(select(func.count()).select_from(DeadLetterRecord)))
+            return int(conn.execute(select(func.count()).select_from(DeadLetterRecord)).scalar_one())

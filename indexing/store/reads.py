@@ -8,8 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import Connection, and_, func, or_, select
 
 from indexing.filters import sql_conditions
 from indexing.history import History
@@ -18,6 +17,7 @@ from indexing.models import (
     LightCurveRecord,
     ObjectRecord,
 )
+from indexing.store.base import _StoreBase
 from indexing.store.engine import (
     _aware,
     _chunks,
@@ -34,22 +34,29 @@ from indexing.store.records import (
 from indexing.store.scan import FingerprintScan
 
 
-class Reads:
+class Reads(_StoreBase):
     """The store's reads: objects, light curves, listings, rankings, cone searches, change markers."""
-
-    engine: Engine
-    dialect: str
 
     @staticmethod
     def _state(r, prediction=None) -> ObjectState:
         label, probabilities, score, fine = prediction if prediction is not None else (None, None, None, None)
         return ObjectState(
-            object_id=r.object_id, survey=r.survey, ra=r.ra, dec=r.dec, first_jd=r.first_jd, last_jd=r.last_jd,
-            n_detections=r.n_detections, label=label, probabilities=dict(probabilities or {}), anomaly_score=score,
-            fine_label=fine, known_label=r.known_label, updated_at=_aware(r.updated_at),
-        )  # fmt: skip
+            object_id=r.object_id,
+            survey=r.survey,
+            ra=r.ra,
+            dec=r.dec,
+            first_jd=r.first_jd,
+            last_jd=r.last_jd,
+            n_detections=r.n_detections,
+            label=label,
+            probabilities=dict(probabilities or {}),
+            anomaly_score=score,
+            fine_label=fine,
+            known_label=r.known_label,
+            updated_at=_aware(r.updated_at),
+        )
 
-    def _read_objects(self, conn, ids: Sequence[str]) -> dict[str, StoredObject]:
+    def _read_objects(self, conn: Connection, ids: Sequence[str]) -> dict[str, StoredObject]:
         o_t, lc = ObjectRecord.__table__, LightCurveRecord.__table__.c
         out: dict[str, StoredObject] = {}
         for part in _chunks(list(ids)):
@@ -114,12 +121,12 @@ class Reads:
 
     def count_objects(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.scalar(select(func.count()).select_from(ObjectRecord)))
+            return int(conn.execute(select(func.count()).select_from(ObjectRecord)).scalar_one())
 
     def count_fingerprints(self, model_version: str) -> int:
         q = select(func.count()).select_from(FingerprintRecord).where(FingerprintRecord.model_version == model_version)
         with self.engine.connect() as conn:
-            return int(conn.scalar(q))
+            return int(conn.execute(q).scalar_one())
 
     def anomalies(
         self,
@@ -153,7 +160,11 @@ class Reads:
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
         page = [self._state(r, (r.p_label, r.p_probs, r.p_score, r.p_fine)) for r in rows[:limit]]
-        nxt = _encode_cursor(page[-1].anomaly_score, page[-1].object_id) if len(rows) > limit else None
+        nxt = None
+        if len(rows) > limit:
+            last = page[-1]
+            assert last.anomaly_score is not None  # the query leaves objects without a score out
+            nxt = _encode_cursor(last.anomaly_score, last.object_id)
         return page, nxt
 
     def list_objects(
@@ -170,9 +181,13 @@ class Reads:
         if limit <= 0:
             raise ValueError("limit must be positive")
         o_t, f = ObjectRecord.__table__, FingerprintRecord.__table__.c
-        q = select(o_t, f.label.label("p_label"), f.probabilities.label("p_probs"),
-                   f.anomaly_score.label("p_score"), f.fine_label.label("p_fine")).outerjoin(
-            FingerprintRecord.__table__, and_(f.object_id == o_t.c.object_id, f.model_version == model_version))  # fmt: skip
+        q = select(
+            o_t,
+            f.label.label("p_label"),
+            f.probabilities.label("p_probs"),
+            f.anomaly_score.label("p_score"),
+            f.fine_label.label("p_fine"),
+        ).outerjoin(FingerprintRecord.__table__, and_(f.object_id == o_t.c.object_id, f.model_version == model_version))
         q = q.where(*sql_conditions(filters, _filter_columns(o_t, f)))
         if cursor:
             q = q.where(o_t.c.object_id > _decode_id_cursor(cursor))
@@ -183,18 +198,26 @@ class Reads:
         nxt = _encode_id_cursor(page[-1].object_id) if len(rows) > limit else None
         return page, nxt
 
-    def cone(self, ra: float, dec: float, radius_deg: float, *, model_version: str, limit: int = 100
-             ) -> list[tuple[ObjectState, float]]:  # fmt: skip
+    def cone(
+        self, ra: float, dec: float, radius_deg: float, *, model_version: str, limit: int = 100
+    ) -> list[tuple[ObjectState, float]]:
         """Objects within ``radius_deg`` of (ra, dec) (degrees; coordinates as stored from packets
         and JSON), nearest first, with their separation in degrees. SQL narrows by a box in dec
         (indexed) and ra (wrapping at 0/360; none near a pole); the exact great-circle distance decides."""
         o_t, f = ObjectRecord.__table__, FingerprintRecord.__table__.c
         q = (
-            select(o_t, f.label.label("p_label"), f.probabilities.label("p_probs"), f.anomaly_score.label("p_score"), f.fine_label.label("p_fine"))
-            .outerjoin(FingerprintRecord.__table__,
-                       and_(f.object_id == o_t.c.object_id, f.model_version == model_version))
+            select(
+                o_t,
+                f.label.label("p_label"),
+                f.probabilities.label("p_probs"),
+                f.anomaly_score.label("p_score"),
+                f.fine_label.label("p_fine"),
+            )
+            .outerjoin(
+                FingerprintRecord.__table__, and_(f.object_id == o_t.c.object_id, f.model_version == model_version)
+            )
             .where(o_t.c.dec >= dec - radius_deg, o_t.c.dec <= dec + radius_deg, o_t.c.ra.is_not(None))
-        )  # fmt: skip
+        )
         if abs(dec) + radius_deg < 89.0:
             dra = radius_deg / math.cos(math.radians(abs(dec) + radius_deg))
             lo, hi = ra - dra, ra + dra
@@ -213,11 +236,13 @@ class Reads:
         hav = np.sin((r_dec - dec0) / 2) ** 2 + math.cos(dec0) * np.cos(r_dec) * np.sin((r_ra - ra0) / 2) ** 2
         sep = np.degrees(2 * np.arcsin(np.sqrt(np.clip(hav, 0.0, 1.0))))
         order = [i for i in np.argsort(sep, kind="stable") if sep[i] <= radius_deg][:limit]
-        return [(self._state(rows[i], (rows[i].p_label, rows[i].p_probs, rows[i].p_score, rows[i].p_fine)), float(sep[i]))
-                for i in order]  # fmt: skip
+        return [
+            (self._state(rows[i], (rows[i].p_label, rows[i].p_probs, rows[i].p_score, rows[i].p_fine)), float(sep[i]))
+            for i in order
+        ]
 
     # ----------------------------------------------------------------- change tracking
-    def _marker_and_count(self, conn, model_version: str) -> tuple[str, int]:
+    def _marker_and_count(self, conn: Connection, model_version: str) -> tuple[str, int]:
         f, o = FingerprintRecord, ObjectRecord
         n, max_id, rev = conn.execute(
             select(func.count(), func.max(f.id), func.sum(f.revision)).where(f.model_version == model_version)
@@ -234,5 +259,9 @@ class Reads:
 
 def _filter_columns(objects, f) -> dict[str, Any]:
     """Where the filters' attributes are in SQL (see :func:`indexing.filters.sql_conditions`)."""
-    return {"class": (f.label, f.fine_label), "anomaly_score": f.anomaly_score, "last_jd": objects.c.last_jd,
-            "n_detections": objects.c.n_detections}  # fmt: skip
+    return {
+        "class": (f.label, f.fine_label),
+        "anomaly_score": f.anomaly_score,
+        "last_jd": objects.c.last_jd,
+        "n_detections": objects.c.n_detections,
+    }

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import or_, select
+from sqlalchemy import Connection, or_, select
 
 from indexing.classes import class_key
 from indexing.models import (
@@ -18,7 +18,7 @@ from indexing.store.engine import _nan
 from indexing.store.records import FingerprintBatch
 
 if TYPE_CHECKING:
-    from indexing.store.core import Store
+    from indexing.store.reads import Reads
 
 
 class FingerprintScan:
@@ -29,7 +29,7 @@ class FingerprintScan:
     """
 
     def __init__(
-        self, store: Store, model_version: str, batch_size: int, updated_since: datetime | None = None
+        self, store: Reads, model_version: str, batch_size: int, updated_since: datetime | None = None
     ) -> None:
         self._store = store
         self.model_version = model_version
@@ -38,11 +38,14 @@ class FingerprintScan:
         conn = store.engine.connect()
         if store.dialect == "postgresql":
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        self._conn = conn
+        self._conn: Connection | None = conn
         conn.begin()
         self.marker, self.total = store._marker_and_count(conn, model_version)
 
     def __iter__(self) -> Iterator[FingerprintBatch]:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("the scan is closed (a scan is read once)")
         f, o = FingerprintRecord.__table__.c, ObjectRecord.__table__.c
         last = -1
         try:
@@ -57,7 +60,7 @@ class FingerprintScan:
                 )
                 if self.updated_since is not None:
                     q = q.where(or_(f.updated_at >= self.updated_since, o.updated_at >= self.updated_since))
-                rows = self._conn.execute(q).all()
+                rows = conn.execute(q).all()
                 if not rows:
                     break
                 last = rows[-1][0]

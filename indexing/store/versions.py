@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import Connection, and_, func, or_, select, update
 
 from indexing.models import (
     FingerprintRecord,
@@ -15,6 +14,7 @@ from indexing.models import (
     ObjectRecord,
     utcnow,
 )
+from indexing.store.base import _StoreBase
 from indexing.store.engine import (
     _aware,
 )
@@ -29,11 +29,8 @@ from indexing.store.records import (
 from indexing.store.rows import _Rows
 
 
-class ModelVersions:
+class ModelVersions(_StoreBase):
     """Model versions: registration, stale objects, re-encoded fingerprints, the switch, dropping."""
-
-    engine: Engine
-    dialect: str
 
     def register_model(
         self,
@@ -49,12 +46,19 @@ class ModelVersions:
         """Insert or update a model (a known model keeps its active flag unless ``active``);
         ``active=True`` deactivates every other model."""
 
-        def run(conn) -> None:
+        def run(conn: Connection) -> None:
             m = ModelRecord.__table__
             ins = self._insert(m)
-            row = {"version": version, "path": str(path), "sha256": sha256, "dim": int(dim),
-                   "class_names": list(class_names), "metrics": metrics, "registered_at": utcnow(),
-                   "active": bool(active)}  # fmt: skip
+            row = {
+                "version": version,
+                "path": str(path),
+                "sha256": sha256,
+                "dim": int(dim),
+                "class_names": list(class_names),
+                "metrics": metrics,
+                "registered_at": utcnow(),
+                "active": bool(active),
+            }
             keep = {k: getattr(ins.excluded, k) for k in ("path", "sha256", "dim", "class_names", "metrics")}
             if active:
                 keep["active"] = ins.excluded.active
@@ -73,7 +77,7 @@ class ModelVersions:
             rows = conn.execute(q.order_by(m.registered_at.desc(), m.version)).all()
         return [ModelInfo(*r[:6], _aware(r[6]), bool(r[7])) for r in rows]
 
-    def _active_version(self, conn) -> str | None:
+    def _active_version(self, conn: Connection) -> str | None:
         m = ModelRecord.__table__.c
         return conn.scalar(select(m.version).where(m.active.is_(True)))
 
@@ -102,8 +106,9 @@ class ModelVersions:
 
     def count_stale(self, model_version: str) -> int:
         """Objects with a light curve but no fingerprint of ``model_version`` computed from it as it is."""
+        q = select(func.count()).select_from(self._stale_query(model_version).subquery())
         with self.engine.connect() as conn:
-            return int(conn.scalar(select(func.count()).select_from(self._stale_query(model_version).subquery())))
+            return int(conn.execute(q).scalar_one())
 
     def stale_object_ids(self, model_version: str, *, after: str = "", limit: int = 1000) -> list[str]:
         """The next ``limit`` stale objects (see :meth:`count_stale`) after ``after``, by object id."""
@@ -112,35 +117,37 @@ class ModelVersions:
         with self.engine.connect() as conn:
             return list(conn.scalars(q))
 
-    def write_fingerprints(self, model_version: str, rows: Sequence[FingerprintRow], revisions: dict[str, int]
-                           ) -> IngestResult:  # fmt: skip
+    def write_fingerprints(
+        self, model_version: str, rows: Sequence[FingerprintRow], revisions: dict[str, int]
+    ) -> IngestResult:
         """Store fingerprints computed from the objects at ``revisions`` (what :meth:`read_objects`
         returned); one whose object changed since is skipped (it is stale, and found again)."""
         batch = _Rows(IngestBatch(model_version=model_version, fingerprints=rows))
         batch.bare = []  # never create objects: a deleted object stays deleted
 
-        def run(conn) -> IngestResult:
+        def run(conn: Connection) -> IngestResult:
             self._hold(conn, [r["object_id"] for r in batch.fingerprints])
             return self._apply(conn, batch, expected=revisions)
 
         return self._write(run)
 
-    def activate(self, model_version: str,
-                 finish: Callable[[dict[str, StoredObject]], Sequence[FingerprintRow]] | None = None) -> int:  # fmt: skip
+    def activate(
+        self, model_version: str, finish: Callable[[dict[str, StoredObject]], Sequence[FingerprintRow]] | None = None
+    ) -> int:
         """Make ``model_version`` the active version, atomically. Ingest is held off meanwhile; the
         objects still stale are handed to ``finish`` (which encodes them) and written first, so the
         version is complete when it becomes active. Without ``finish`` a stale object refuses the
         switch (:class:`StaleVersion`). Returns how many objects ``finish`` encoded."""
 
-        def run(conn) -> int:
+        def run(conn: Connection) -> int:
             self._hold(conn, [], version_lock="exclusive")
             m = ModelRecord.__table__
             if conn.scalar(select(func.count()).select_from(m).where(m.c.version == model_version)) == 0:
                 raise KeyError(model_version)
             stale = list(conn.scalars(self._stale_query(model_version)))
-            if stale and finish is None:
-                raise StaleVersion(model_version, len(stale))
             if stale:
+                if finish is None:
+                    raise StaleVersion(model_version, len(stale))
                 stored = self._read_objects(conn, stale)
                 rows = _Rows(IngestBatch(model_version=model_version, fingerprints=finish(stored)))
                 rows.bare = []
@@ -155,7 +162,7 @@ class ModelVersions:
     def drop_model(self, model_version: str) -> int:
         """Delete a version that is not active with all its fingerprints; returns how many."""
 
-        def run(conn) -> int:
+        def run(conn: Connection) -> int:
             self._hold(conn, [], version_lock="exclusive")
             m, f = ModelRecord.__table__, FingerprintRecord.__table__
             if conn.scalar(select(m.c.active).where(m.c.version == model_version)):

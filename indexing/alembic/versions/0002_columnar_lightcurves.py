@@ -30,20 +30,50 @@ depends_on: str | Sequence[str] | None = None
 
 BATCH = 1000  # objects per step of the data copy
 
-objects = sa.table("objects", sa.column("object_id", sa.String), sa.column("label", sa.String),
-                   sa.column("probabilities", sa.JSON), sa.column("anomaly_score", sa.Float),
-                   sa.column("revision", sa.Integer))  # fmt: skip
-alerts = sa.table("alerts", sa.column("id", sa.Integer), sa.column("alert_key", sa.String),
-                  sa.column("object_id", sa.String), sa.column("jd", sa.Float), sa.column("band", sa.String),
-                  sa.column("mag", sa.Float), sa.column("mag_err", sa.Float), sa.column("flux", sa.Float),
-                  sa.column("flux_err", sa.Float), sa.column("meta", sa.JSON))  # fmt: skip
-limits = sa.table("upper_limits", sa.column("object_id", sa.String), sa.column("jd", sa.Float),
-                  sa.column("band", sa.String), sa.column("mag", sa.Float))  # fmt: skip
-lightcurves = sa.table("lightcurves", sa.column("object_id", sa.String), sa.column("n_detections", sa.Integer),
-                       sa.column("n_upper_limits", sa.Integer), sa.column("data", sa.LargeBinary))  # fmt: skip
-fingerprints = sa.table("fingerprints", sa.column("object_id", sa.String), sa.column("model_version", sa.String),
-                        sa.column("label", sa.String), sa.column("probabilities", sa.JSON),
-                        sa.column("anomaly_score", sa.Float), sa.column("source_revision", sa.Integer))  # fmt: skip
+objects = sa.table(
+    "objects",
+    sa.column("object_id", sa.String),
+    sa.column("label", sa.String),
+    sa.column("probabilities", sa.JSON),
+    sa.column("anomaly_score", sa.Float),
+    sa.column("revision", sa.Integer),
+)
+alerts = sa.table(
+    "alerts",
+    sa.column("id", sa.Integer),
+    sa.column("alert_key", sa.String),
+    sa.column("object_id", sa.String),
+    sa.column("jd", sa.Float),
+    sa.column("band", sa.String),
+    sa.column("mag", sa.Float),
+    sa.column("mag_err", sa.Float),
+    sa.column("flux", sa.Float),
+    sa.column("flux_err", sa.Float),
+    sa.column("meta", sa.JSON),
+)
+limits = sa.table(
+    "upper_limits",
+    sa.column("object_id", sa.String),
+    sa.column("jd", sa.Float),
+    sa.column("band", sa.String),
+    sa.column("mag", sa.Float),
+)
+lightcurves = sa.table(
+    "lightcurves",
+    sa.column("object_id", sa.String),
+    sa.column("n_detections", sa.Integer),
+    sa.column("n_upper_limits", sa.Integer),
+    sa.column("data", sa.LargeBinary),
+)
+fingerprints = sa.table(
+    "fingerprints",
+    sa.column("object_id", sa.String),
+    sa.column("model_version", sa.String),
+    sa.column("label", sa.String),
+    sa.column("probabilities", sa.JSON),
+    sa.column("anomaly_score", sa.Float),
+    sa.column("source_revision", sa.Integer),
+)
 models = sa.table("models", sa.column("version", sa.String), sa.column("active", sa.Boolean))
 
 
@@ -87,8 +117,11 @@ def upgrade() -> None:
 
 
 def _activate_the_populated_version(conn) -> None:
-    counts = dict(conn.execute(sa.select(fingerprints.c.model_version, sa.func.count())
-                               .group_by(fingerprints.c.model_version)).all())  # fmt: skip
+    counts = dict(
+        conn.execute(
+            sa.select(fingerprints.c.model_version, sa.func.count()).group_by(fingerprints.c.model_version)
+        ).all()
+    )
     if not counts:
         return
     active = conn.execute(sa.select(models.c.version).where(models.c.active == sa.true())).scalar()
@@ -102,40 +135,56 @@ def _copy_histories_and_predictions(conn) -> None:
     last = ""
     while True:
         rows = conn.execute(
-            sa.select(objects.c.object_id, objects.c.label, objects.c.probabilities, objects.c.anomaly_score,
-                      objects.c.revision)
-            .where(objects.c.object_id > last).order_by(objects.c.object_id).limit(BATCH)
-        ).all()  # fmt: skip
+            sa.select(
+                objects.c.object_id,
+                objects.c.label,
+                objects.c.probabilities,
+                objects.c.anomaly_score,
+                objects.c.revision,
+            )
+            .where(objects.c.object_id > last)
+            .order_by(objects.c.object_id)
+            .limit(BATCH)
+        ).all()
         if not rows:
             return
         ids = [r[0] for r in rows]
         last = ids[-1]
         points: dict[str, list] = {i: [] for i in ids}
-        for a in conn.execute(sa.select(alerts.c.object_id, alerts.c.jd, alerts.c.band, alerts.c.flux,
-                                        alerts.c.flux_err, alerts.c.meta)
-                              .where(alerts.c.object_id.in_(ids))
-                              .order_by(alerts.c.object_id, alerts.c.jd, alerts.c.band, alerts.c.id)):  # fmt: skip
+        for a in conn.execute(
+            sa.select(alerts.c.object_id, alerts.c.jd, alerts.c.band, alerts.c.flux, alerts.c.flux_err, alerts.c.meta)
+            .where(alerts.c.object_id.in_(ids))
+            .order_by(alerts.c.object_id, alerts.c.jd, alerts.c.band, alerts.c.id)
+        ):
             points[a[0]].append(a[1:])
         uls: dict[str, list] = {i: [] for i in ids}
-        for u in conn.execute(sa.select(limits.c.object_id, limits.c.jd, limits.c.band, limits.c.mag)
-                              .where(limits.c.object_id.in_(ids)).order_by(limits.c.object_id, limits.c.jd)):  # fmt: skip
+        for u in conn.execute(
+            sa.select(limits.c.object_id, limits.c.jd, limits.c.band, limits.c.mag)
+            .where(limits.c.object_id.in_(ids))
+            .order_by(limits.c.object_id, limits.c.jd)
+        ):
             uls[u[0]].append(u[1:])
         values = []
         for oid in ids:
             if points[oid] or uls[oid]:
                 h = _history(points[oid], uls[oid])
-                values.append({"object_id": oid, "n_detections": len(h), "n_upper_limits": len(h.ul_jd),
-                               "data": h.to_bytes()})  # fmt: skip
+                values.append(
+                    {"object_id": oid, "n_detections": len(h), "n_upper_limits": len(h.ul_jd), "data": h.to_bytes()}
+                )
         if values:
             conn.execute(lightcurves.insert(), values)
         if active is not None:
             conn.execute(
                 sa.update(fingerprints)
                 .where(fingerprints.c.object_id == sa.bindparam("oid"), fingerprints.c.model_version == active)
-                .values(label=sa.bindparam("lab"), probabilities=sa.bindparam("probs"),
-                        anomaly_score=sa.bindparam("score"), source_revision=sa.bindparam("rev")),
+                .values(
+                    label=sa.bindparam("lab"),
+                    probabilities=sa.bindparam("probs"),
+                    anomaly_score=sa.bindparam("score"),
+                    source_revision=sa.bindparam("rev"),
+                ),
                 [{"oid": r[0], "lab": r[1], "probs": r[2], "score": r[3], "rev": r[4]} for r in rows],
-            )  # fmt: skip
+            )
 
 
 def _history(points: list, uls: list) -> History:
@@ -156,11 +205,13 @@ def _history(points: list, uls: list) -> History:
         band=np.array([code[p[1]] for p in points], dtype=np.uint8),
         flux=np.array([p[2] for p in points], dtype=np.float64),
         flux_err=np.array([p[3] for p in points], dtype=np.float64),
-        bands=bands, meta=meta, meta_fields=fields,
+        bands=bands,
+        meta=meta,
+        meta_fields=fields,
         ul_jd=np.array([u[0] for u in uls], dtype=np.float64),
         ul_band=np.array([code[u[1]] for u in uls], dtype=np.uint8),
         ul_mag=np.array([u[2] for u in uls], dtype=np.float64),
-    )  # fmt: skip
+    )
 
 
 def downgrade() -> None:
@@ -209,16 +260,20 @@ def downgrade() -> None:
     active = conn.execute(sa.select(models.c.version).where(models.c.active == sa.true())).scalar()
     if active is not None:
         f = fingerprints.c
+
+        def of_active(column: sa.ColumnClause) -> sa.ScalarSelect:
+            """The object's value of ``column`` in its fingerprint of the active version."""
+            return (
+                sa.select(column).where(f.object_id == objects.c.object_id, f.model_version == active).scalar_subquery()
+            )
+
         conn.execute(
             sa.update(objects).values(
-                label=sa.select(f.label).where(f.object_id == objects.c.object_id, f.model_version == active)
-                .scalar_subquery(),
-                probabilities=sa.select(f.probabilities).where(f.object_id == objects.c.object_id,
-                                                                f.model_version == active).scalar_subquery(),
-                anomaly_score=sa.select(f.anomaly_score).where(f.object_id == objects.c.object_id,
-                                                                f.model_version == active).scalar_subquery(),
+                label=of_active(f.label),
+                probabilities=of_active(f.probabilities),
+                anomaly_score=of_active(f.anomaly_score),
             )
-        )  # fmt: skip
+        )
     for oid, data in conn.execute(sa.select(lightcurves.c.object_id, lightcurves.c.data)).all():
         h = History.from_bytes(data)
         rows = []
@@ -228,13 +283,25 @@ def downgrade() -> None:
             meta = None
             if h.meta is not None:
                 meta = {k: float(v) for k, v in zip(h.meta_fields, h.meta[i].tolist(), strict=True) if v == v} or None
-            rows.append({"alert_key": f"{oid}:{float(h.jd[i])!r}:{band}", "object_id": oid, "jd": float(h.jd[i]),
-                         "band": band, "mag": mag, "mag_err": 1.0857362047581294 * err / flux if flux > 0 else None,
-                         "flux": flux, "flux_err": err, "meta": meta})  # fmt: skip
+            rows.append(
+                {
+                    "alert_key": f"{oid}:{float(h.jd[i])!r}:{band}",
+                    "object_id": oid,
+                    "jd": float(h.jd[i]),
+                    "band": band,
+                    "mag": mag,
+                    "mag_err": 1.0857362047581294 * err / flux if flux > 0 else None,
+                    "flux": flux,
+                    "flux_err": err,
+                    "meta": meta,
+                }
+            )
         if rows:
             conn.execute(alerts.insert(), rows)
-        ul = [{"object_id": oid, "jd": float(t), "band": h.bands[b], "mag": float(m)}
-              for t, b, m in zip(h.ul_jd.tolist(), h.ul_band.tolist(), h.ul_mag.tolist(), strict=True)]  # fmt: skip
+        ul = [
+            {"object_id": oid, "jd": float(t), "band": h.bands[b], "mag": float(m)}
+            for t, b, m in zip(h.ul_jd.tolist(), h.ul_band.tolist(), h.ul_mag.tolist(), strict=True)
+        ]
         if ul:
             conn.execute(limits.insert(), ul)
 
