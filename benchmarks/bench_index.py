@@ -62,12 +62,15 @@ def bench(kind: str, x: np.ndarray, cls: np.ndarray, q: np.ndarray, gt: np.ndarr
         res = vi.search(q[i], k)
         lat.append(time.perf_counter() - t)
         hits += len({pos[r.object_id] for r in res} & set(gt[i, :k].tolist()))
-    flat_lat = []
+    flat_lat, f_hits, members = [], 0, {c: np.flatnonzero(cls == c) for c in range(N_CLASSES)}
     for i in range(min(len(q), 300)):  # filtered: one class (~1/7 of the catalogue)
+        c = i % N_CLASSES
         t = time.perf_counter()
-        res = vi.search(q[i], k, classes=[CLASS_NAMES[i % N_CLASSES]])
+        res = vi.search(q[i], k, classes=[CLASS_NAMES[c]])
         flat_lat.append(time.perf_counter() - t)
         assert len(res) == k
+        exact_f = members[c][np.argsort(-(x[members[c]] @ q[i]), kind="stable")[:k]]
+        f_hits += len({pos[r.object_id] for r in res} & set(exact_f.tolist()))
     t = time.perf_counter()
     vi.search_batch(q, k)
     batch_s = time.perf_counter() - t
@@ -80,6 +83,7 @@ def bench(kind: str, x: np.ndarray, cls: np.ndarray, q: np.ndarray, gt: np.ndarr
         "recall@10": round(hits / (len(q) * k), 4),
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 3),
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 3),
+        "filtered_recall@10": round(f_hits / (len(flat_lat) * k), 4),
         "filtered_p50_ms": round(float(np.percentile(f_ms, 50)), 3),
         "filtered_p99_ms": round(float(np.percentile(f_ms, 99)), 3),
         "batch_qps": round(len(q) / batch_s),

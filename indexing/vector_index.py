@@ -44,6 +44,7 @@ import numpy as np
 
 from indexing.classes import ClassFilter
 from indexing.filters import active, index_mask
+from indexing.partitions import ClassGraphs
 
 __all__ = ["KINDS", "IndexConfig", "Neighbor", "RWLock", "VectorIndex", "configure_faiss", "normalize"]
 
@@ -68,6 +69,7 @@ class IndexConfig:
     exact_subset_max: int = 20_000  # filtered search: brute force when at most this many match
     exact_scan_max: int = 250_000  # filtered search: brute force on flat/HNSW storage up to this many vectors
     max_overfetch: int = 1024  # filtered HNSW/IVF search: largest unfiltered k before brute force
+    class_graphs_min: int = 200_000  # HNSW indexes this large keep one graph per class (indexing.partitions)
     omp_threads: int | None = None  # faiss.omp_set_num_threads (None: leave faiss' default)
     # faiss uses BLAS (instead of its SIMD loop) for batches of >= this many queries. faiss 1.15
     # defaults to 128000 (practically never); the old default 20 was 2.5-5x SLOWER for batched
@@ -166,6 +168,7 @@ class _Core:
     n_dead: int = 0  # tombstones still inside the faiss index (flat/hnsw)
     n_built: int = 0  # labels added by the last bulk build (the rest came from upserts)
     gpu: Any = None
+    graphs: ClassGraphs | None = None  # per-class HNSW graphs (large HNSW indexes)
     _alive_sel: Any = field(default=None, repr=False)
 
     @staticmethod
@@ -192,6 +195,10 @@ class _Core:
             arr = np.full(new, fill, dtype=old.dtype)
             arr[:cap] = old
             setattr(self, name, arr)
+
+
+def _no_classes(_: ClassFilter) -> np.ndarray:
+    raise AssertionError("the class filter is the graphs' own")
 
 
 def _bitmap_selector(mask: np.ndarray) -> faiss.IDSelectorBitmap:
@@ -363,7 +370,15 @@ class VectorIndex:
         core.n_labels = core.n_built = n
         core.alive[:n] = True
         core.cls[:n], core.anomaly[:n], core.last_jd[:n], core.ndet[:n] = cls, anomaly, last_jd, ndet
+        if kind == "hnsw" and n >= self.config.class_graphs_min:
+            core.graphs = self._class_graphs(cls, vectors)
         return core
+
+    def _class_graphs(self, cls: np.ndarray, vectors: np.ndarray) -> ClassGraphs:
+        cfg = self.config
+        graphs = ClassGraphs(self.dim, cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
+        graphs.add(np.asarray(cls), vectors, np.arange(len(vectors), dtype=np.int64))
+        return graphs
 
     def _codes(self, labels: Iterable[str | None]) -> np.ndarray:
         out = []
@@ -483,6 +498,8 @@ class VectorIndex:
                     c.label_of[o] = lab
                 c.alive[new] = True
                 c.cls[new], c.anomaly[new], c.last_jd[new], c.ndet[new] = cls, an, jd, nd
+                if c.graphs is not None:
+                    c.graphs.add(cls, x, new)
                 c.n_labels = start + len(ids)
                 c._alive_sel = None
                 c.gpu = None  # stale; refresh_gpu() rebuilds it
@@ -533,6 +550,8 @@ class VectorIndex:
                 return False
             code = int(self._codes([label])[0]) if label is not _UNSET else None
             with self._rw.write():
+                if code is not None and code != int(c.cls[lab]) and c.graphs is not None:
+                    c.graphs.add(np.array([code]), self._vectors_of(c, np.array([lab])), np.array([lab]))
                 if code is not None:
                     c.cls[lab] = code
                 if anomaly_score is not _UNSET:
@@ -689,6 +708,10 @@ class VectorIndex:
                 filters["exclude_ids"] = excl  # rare (HNSW came back short): take the mask route
             else:
                 filters["exclude_ids"] = excl
+            if "classes" in filters and c.graphs is not None:
+                found = self._class_graph_search(c, q, k, filters)
+                if found is not None:
+                    return found
             mask = self._match_mask(c, filters)
             matching = np.flatnonzero(mask)
             m = len(matching)
@@ -725,6 +748,33 @@ class VectorIndex:
                 for i, row in zip(short, self._collect(c, sims, labs, k, set()), strict=True):
                     out[i] = row
             return out
+
+    def _class_graph_search(self, c: _Core, q: np.ndarray, k: int, filters: dict[str, Any]
+                            ) -> list[list[Neighbor]] | None:  # fmt: skip
+        """A class-filtered search over the graphs of the matching classes, the other filters checked
+        on the candidates; None where the mask route does better (a class subset small enough to
+        scan exactly) or must decide (a query for which fewer than k pass)."""
+        assert c.graphs is not None
+        codes = [self._class_codes[key] for key in ClassFilter.of(filters["classes"]).keys(self._class_names)]
+        if c.graphs.size(codes) <= self.config.exact_subset_max:
+            return None
+        allowed = np.zeros(len(self._class_codes) + 1, dtype=bool)
+        allowed[codes] = True
+        others = {name: v for name, v in filters.items() if name not in ("classes", "exclude_ids")}
+        excluded = np.array([c.label_of[o] for o in filters.get("exclude_ids") or () if o in c.label_of], np.int64)
+        columns = {"anomaly_score": c.anomaly, "last_jd": c.last_jd, "n_detections": c.ndet}
+
+        def passes(labels: np.ndarray) -> np.ndarray:
+            ok = c.alive[labels] & allowed[c.cls[labels]]
+            if others:
+                ok &= index_mask(others, len(labels), lambda a: columns[a][labels], _no_classes)
+            if len(excluded):
+                ok &= ~np.isin(labels, excluded)
+            return ok
+
+        sims, labs = c.graphs.search(q, k, codes, passes, max_fetch=max(self.config.max_overfetch, 4 * k))
+        out = self._collect(c, sims, labs, k, set())
+        return out if all(len(row) == k for row in out) else None
 
     @staticmethod
     def _collect(
@@ -797,4 +847,26 @@ class VectorIndex:
         self._class_codes = {name: i for i, name in enumerate(self._class_names)}
         self._core = core
         self.refresh_gpu()
+        if core.kind == "hnsw" and n >= self.config.class_graphs_min:
+            threading.Thread(target=self._attach_class_graphs, args=(core,), daemon=True).start()
         return self
+
+    def _attach_class_graphs(self, core: _Core) -> None:
+        """Build the class graphs of a loaded index without holding readers or writers up for long:
+        from a copy of the labels there are, then (under the writer lock) the labels added meanwhile.
+        Until they are attached, class-filtered searches take the mask route."""
+        with self._rw.read():
+            n0 = core.n_labels
+            cls, vectors = core.cls[:n0].copy(), np.array(self._storage(core)[:n0])
+        graphs = self._class_graphs(cls, vectors)
+        with self._writer:
+            if self._core is not core:  # compacted meanwhile: the new core built its own
+                return
+            with self._rw.write():
+                n1 = core.n_labels
+                if n1 > n0:
+                    graphs.add(core.cls[n0:n1], np.array(self._storage(core)[n0:n1]), np.arange(n0, n1))
+                changed = np.flatnonzero(core.cls[:n0] != cls)  # a class set meanwhile
+                if len(changed):
+                    graphs.add(core.cls[changed], self._vectors_of(core, changed), changed)
+                core.graphs = graphs
