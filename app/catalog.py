@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from app.records import detection_keys, history_of, stored_lightcurve
 from app.settings import Settings
 from encoder.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from encoder.inference import Encoded, Encoder, describe
-from encoder.lightcurve import BANDS, META_FIELDS, LightCurve, LightCurveError
+from encoder.lightcurve import BANDS, LightCurve, LightCurveError
 from indexing.classes import ClassFilter, class_key, coarse_part, fine_part
-from indexing.history import History
 from indexing.models import utcnow
 from indexing.persistence import file_sha256, save_index
 from indexing.store import FingerprintRow, IngestBatch, ModelInfo, ObjectState, Store, StoredObject
@@ -368,8 +368,8 @@ class Catalog:
                     f"{oid!r} is stored as a {old.survey} object, not {lc.survey}",
                 )
             merged = lc if old is None else old.merge(lc, keep_existing=True)
-            had = set() if old is None else _points(old)
-            kept, sent = _points(merged), _points(lc)
+            had = set() if old is None else detection_keys(old)
+            kept, sent = detection_keys(merged), detection_keys(lc)
             new[oid] = len(kept - had)
             duplicate[oid] = len(sent & had)
             dropped[oid] = len(sent - kept - had)
@@ -529,60 +529,6 @@ def _nan_to_none(values: np.ndarray) -> list[float | None]:
 
 def _finite(x: object) -> float | None:
     return float(x) if isinstance(x, (int, float)) and np.isfinite(x) else None
-
-
-def _points(lc: LightCurve) -> set[tuple[float, int]]:
-    """The (time, band) of each detection: what makes a detection the same one when posted again."""
-    return set(zip(lc.time.tolist(), lc.band.tolist(), strict=True))
-
-
-def history_of(lc: LightCurve) -> History:
-    """What SQL stores of a light curve: its detections (with metadata and alert ids) and limits."""
-    return History(
-        jd=lc.time,
-        band=lc.band.astype(np.uint8),
-        flux=lc.flux,
-        flux_err=lc.flux_err,
-        bands=BANDS,
-        meta=lc.meta,
-        meta_fields=META_FIELDS if lc.meta is not None else (),
-        alert_id=lc.alert_id,
-        ul_jd=lc.ul_time,
-        ul_band=lc.ul_band.astype(np.uint8),
-        ul_mag=lc.ul_mag,
-    )
-
-
-def stored_lightcurve(stored: StoredObject) -> LightCurve | None:
-    """The light curve of a stored object (None before its first detection), through the one
-    validation posted light curves pass, so whatever was stored reads back, and posts back, the same."""
-    h, state = stored.history, stored.state
-    if h is None or len(h) == 0:
-        return None
-    meta = None
-    if h.meta is not None:
-        meta = np.full((len(h), len(META_FIELDS)), np.nan, dtype=np.float32)
-        columns = {f: j for j, f in enumerate(h.meta_fields)}
-        for j, f in enumerate(META_FIELDS):
-            if f in columns:
-                meta[:, j] = h.meta[:, columns[f]]
-    names = np.array(h.bands)
-    return LightCurve.build(
-        state.object_id,
-        state.survey or "ztf",
-        h.jd,
-        names[h.band],
-        flux=h.flux,
-        flux_err=h.flux_err,
-        meta=meta,
-        ul_time=h.ul_jd,
-        ul_band=names[h.ul_band] if len(h.ul_band) else h.ul_band,
-        ul_mag=h.ul_mag,
-        ra=state.ra,
-        dec=state.dec,
-        label=state.known_label,
-        alert_id=h.alert_id,
-    )
 
 
 def _registered_path(info: ModelInfo, configured: ModelInfo | None) -> Path:

@@ -1,5 +1,5 @@
 """Typed request and response bodies of the HTTP API (the light-curve form is
-:class:`encoder.jsonform.LightCurveIn`)."""
+:class:`app.jsonform.LightCurveIn`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model
 
-from encoder.jsonform import _EXAMPLE, LightCurveIn
+from app.jsonform import EXAMPLE, LightCurveIn
 from encoder.lightcurve import MJD_OFFSET
 from indexing.filters import FILTERS
 
@@ -15,7 +15,7 @@ MAX_BATCH = 1000
 
 
 class LightCurveBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"lightcurves": [_EXAMPLE]}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"lightcurves": [EXAMPLE]}]})
     lightcurves: list[LightCurveIn] = Field(..., min_length=1, max_length=MAX_BATCH)
 
 
@@ -177,7 +177,7 @@ class NeighborsBatchResponse(BaseModel):
 class SearchRequest(NeighborQuery):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"lightcurve": _EXAMPLE, "k": 5}]},
+        json_schema_extra={"examples": [{"lightcurve": EXAMPLE, "k": 5}]},
     )
     lightcurve: LightCurveIn | None = Field(None, description="search by a light curve ...")
     vector: list[float] | None = Field(None, description="... or by a fingerprint (the model's dim)", max_length=4096)

@@ -74,7 +74,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--database-url", help="default: a fresh SQLite file")
     a = p.parse_args()
-    from encoder.jsonform import LightCurveIn
+    from app.jsonform import LightCurveIn
 
     lcs = load(a)
     n_det = sum(len(lc) for lc in lcs)

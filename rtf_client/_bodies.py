@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 #: A light curve: a dict in the service's JSON form (``object_id`` and ``detections`` required, see
 #: docs/client.md), an :class:`ObjectDetail` (its stored light curve), or a pydantic model such as
-#: ``encoder.jsonform.LightCurveIn`` (anything with ``model_dump``).
+#: ``app.jsonform.LightCurveIn`` (anything with ``model_dump``).
 
 
 class SupportsModelDump(Protocol):

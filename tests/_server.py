@@ -40,7 +40,7 @@ def synth_lightcurves(n: int, seed: int, survey: str = "ztf", min_detections: in
 
 def as_json(lcs) -> dict:
     """``{"lightcurves": [...]}`` of LightCurve objects, as posted to the service."""
-    from encoder.jsonform import LightCurveIn
+    from app.jsonform import LightCurveIn
 
     return {"lightcurves": [LightCurveIn.from_lightcurve(lc).model_dump(mode="json", exclude_none=True) for lc in lcs]}
 

@@ -8,12 +8,12 @@ import io
 import numpy as np
 from fastapi.testclient import TestClient
 
+from app.jsonform import EXAMPLE, LightCurveIn
 from app.main import create_app
-from encoder.jsonform import _EXAMPLE, LightCurveIn
 from encoder.readers import write_ztf_avro
 from training.synthetic import SurveyConfig, generate_survey
 
-EXAMPLE = copy.deepcopy(_EXAMPLE)
+EXAMPLE = copy.deepcopy(EXAMPLE)
 
 
 def fresh_lightcurves(n: int = 6, seed: int = 99):

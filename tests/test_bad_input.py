@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 import pytest
 from sqlalchemy import text
 
-from encoder.jsonform import _EXAMPLE
+from app.jsonform import EXAMPLE
 from encoder.readers import write_ztf_avro
 from tests._server import as_json, synth_lightcurves
 
@@ -25,7 +25,7 @@ SQLI = "'; DROP TABLE objects; --"
 
 
 def lc(oid: str, **changes) -> dict:
-    d = copy.deepcopy(_EXAMPLE) | {"object_id": oid}
+    d = copy.deepcopy(EXAMPLE) | {"object_id": oid}
     return d | changes
 
 
@@ -99,7 +99,7 @@ def json_cases() -> list:
         ),
         ("empty-detections", ["bad-empty"], batch(lc("bad-empty", detections=[])), JSON, {422}, "detections"),
         ("missing-detections", ["bad-nodets"], batch({"object_id": "bad-nodets"}), JSON, {422}, "detections"),
-        ("missing-object-id", [], batch({"detections": _EXAMPLE["detections"]}), JSON, {422}, "object_id"),
+        ("missing-object-id", [], batch({"detections": EXAMPLE["detections"]}), JSON, {422}, "object_id"),
         ("zero-mag-err", ["bad-err0"], batch(det("bad-err0", 1, mag_err=0)), JSON, {422}, "mag_err"),
         ("negative-mag-err", ["bad-errneg"], batch(det("bad-errneg", 2, mag_err=-0.05)), JSON, {422}, "mag_err"),
         (
@@ -373,7 +373,7 @@ def test_bad_search_bodies_are_4xx(client):
         ({"vector": ok, "min_detections": -1}, "min_detections"),
         ({"vector": ok, "extra": 1}, "extra"),
         ({"k": 3}, "lightcurve or vector"),
-        ({"vector": ok, "lightcurve": _EXAMPLE}, "lightcurve or vector"),
+        ({"vector": ok, "lightcurve": EXAMPLE}, "lightcurve or vector"),
         ({"lightcurve": det("bad-search", 0, mag_err=0)}, "mag_err"),
         ({"lightcurve": lc("bad/search")}, "object_id"),
     ]

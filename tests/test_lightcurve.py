@@ -1,4 +1,4 @@
-"""LightCurve.build validation and the JSON form (encoder.jsonform.LightCurveIn)."""
+"""LightCurve.build validation and the JSON form (app.jsonform.LightCurveIn)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from encoder.jsonform import LightCurveIn
+from app.jsonform import LightCurveIn
 from encoder.lightcurve import (
     BANDS,
     MAX_POINTS,

@@ -1,6 +1,6 @@
 """OpenAPI fragments shared by routers: the light-curve request body (JSON or Avro)."""
 
-from encoder.jsonform import _EXAMPLE
+from app.jsonform import EXAMPLE
 
 LIGHTCURVE_BODY = {
     "requestBody": {
@@ -8,7 +8,7 @@ LIGHTCURVE_BODY = {
         "content": {
             "application/json": {
                 "schema": {"$ref": "#/components/schemas/LightCurveBatch"},
-                "example": {"lightcurves": [_EXAMPLE]},
+                "example": {"lightcurves": [EXAMPLE]},
             },
             "avro/binary": {
                 "schema": {"type": "string", "format": "binary"},

@@ -19,6 +19,7 @@ from app.deps import (
     require_api_key,
     require_read_key,
 )
+from app.jsonform import LightCurveIn
 from app.routers._docs import errors
 from app.routers._params import Cursor, Filters, PageSize
 from app.schemas import (
@@ -36,7 +37,6 @@ from app.schemas import (
     ObjectSummary,
     SearchRequest,
 )
-from encoder.jsonform import LightCurveIn
 from encoder.lightcurve import MJD_OFFSET, LightCurveError
 
 router = APIRouter(prefix="/v1", tags=["objects"])

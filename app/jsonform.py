@@ -43,7 +43,7 @@ from encoder.readers import meta_matrix
 
 MAX_STAMP_BYTES = 256 * 1024
 
-_EXAMPLE: JsonDict = {
+EXAMPLE: JsonDict = {
     "object_id": "ZTF21aaaaaaa",
     "survey": "ztf",
     "ra": 150.1,
@@ -111,7 +111,7 @@ class Stamps(BaseModel):
 class LightCurveIn(BaseModel):
     """A light curve in the JSON form."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
     object_id: str = Field(..., min_length=1, max_length=MAX_OBJECT_ID_LENGTH, examples=["ZTF21aaaaaaa"])
     survey: str = Field("ztf", description="ztf or lsst", examples=["ztf"])
