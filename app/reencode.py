@@ -4,6 +4,7 @@
     rtf-reencode --checkpoint runs/mine/model.pt --activate  # ... then switch the service to it
     rtf-reencode --list                                      # versions and their counts
     rtf-reencode --drop rtf-ae64-0123456789                  # delete a version that is not active
+    rtf-reencode --checkpoint runs/mine/model.pt --engine ray [--ray-address HEAD:6379]  # on Ray Data
 
 Every stored light curve is read from SQL, encoded with the checkpoint, and its fingerprint,
 classes and anomaly score are written under the checkpoint's version; the active version keeps
@@ -119,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=1000, help="objects per committed batch (default 1000)")
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--engine", choices=("inprocess", "ray"), default="inprocess",
+                   help="encode in this process (default) or on Ray Data (app.distributed, docs/scale.md)")  # fmt: skip
+    p.add_argument("--ray-address", help="with --engine ray: the cluster (HOST:6379, ray://HOST:10001); default a local Ray")
+    p.add_argument("--shard-dir", type=Path, help="with --engine ray: fingerprint shards (a folder every node shares; "
+                                                  "default var/fingerprint-shards)")  # fmt: skip
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from app.settings import Settings
@@ -138,7 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             encoder = Encoder.load(a.checkpoint, threads=a.threads, precision="auto", cache_dir=settings.cache_dir)
             register(store, a.checkpoint, encoder)
-            r = reencode(store, encoder, batch_size=a.batch_size, activate=a.activate, progress=not a.no_progress)
+            if a.engine == "ray":
+                from app.distributed import EncoderSpec, init_ray, reencode_ray
+
+                init_ray(a.ray_address)
+                spec = EncoderSpec.of(encoder, a.checkpoint, threads=1, cache_dir=settings.cache_dir)
+                shards = a.shard_dir or Path(settings.cache_dir).parent / "fingerprint-shards"
+                r = reencode_ray(store, encoder, spec, shards,
+                                 partition_size=a.batch_size, activate=a.activate)  # fmt: skip
+            else:
+                r = reencode(store, encoder, batch_size=a.batch_size, activate=a.activate, progress=not a.no_progress)
             state = "active" if r.activated else f"not active (active: {store.active_version()})"
             print(f"{r.version}: {r.encoded} fingerprints written in {r.passes} passes, {r.seconds:.1f} s; {state}")
     except (KeyError, ValueError, RuntimeError) as exc:  # StaleVersion is a RuntimeError
