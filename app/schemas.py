@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model
@@ -239,3 +240,17 @@ class ModelsResponse(BaseModel):
 class DroppedModel(BaseModel):
     version: str
     fingerprints_deleted: int
+
+
+class DeadLetterOut(BaseModel):
+    source: str = Field(..., description="the topic (or source) the message came from")
+    partition: int
+    offset: int
+    error: str = Field(..., description="why it could not be ingested")
+    payload_bytes: int = Field(..., description="bytes of the message kept (at most 1 MiB)")
+    received_at: datetime | None
+
+
+class DeadLettersResponse(BaseModel):
+    total: int = Field(..., description="dead letters stored")
+    items: list[DeadLetterOut] = Field(..., description="the most recent first")

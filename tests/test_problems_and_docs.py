@@ -95,3 +95,16 @@ def test_swagger_and_redoc_load_only_local_assets(service):
         for s in sources:
             asset = service.get(s)
             assert asset.status_code == 200 and len(asset.content) > 1000, s
+
+
+def test_dead_letters_are_listed_behind_the_api_key(service):
+    from indexing.store import DeadLetter
+
+    store = service.app.state.catalog.store
+    before = store.count_dead_letters()
+    store.add_dead_letters([DeadLetter("ztf_test", 0, 41 + i, f"bad packet {i}", b"\x00" * (10 + i)) for i in range(3)])
+    _is_problem(service.get("/v1/dead-letters"), 401)
+    body = service.get("/v1/dead-letters", params={"limit": 2}, headers={"X-API-Key": "s3cret"}).json()
+    assert body["total"] == before + 3 and len(body["items"]) == 2
+    newest = body["items"][0]
+    assert (newest["source"], newest["offset"], newest["error"], newest["payload_bytes"]) == ("ztf_test", 43, "bad packet 2", 12)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -13,7 +13,7 @@ from app.catalog import Catalog
 from app.deps import CatalogDep, OffloadDep, require_api_key
 from app.problems import problem
 from app.routers._docs import errors
-from app.schemas import DroppedModel, ModelOut, ModelsResponse
+from app.schemas import DeadLetterOut, DeadLettersResponse, DroppedModel, ModelOut, ModelsResponse
 from indexing.store import StaleVersion
 
 router = APIRouter(tags=["service"])
@@ -104,6 +104,19 @@ def drop(version: Version, catalog: CatalogDep) -> DroppedModel:
         return DroppedModel(version=version, fingerprints_deleted=catalog.store.drop_model(version))
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from None
+
+
+@router.get("/v1/dead-letters", summary="Stream messages that could not be ingested",
+            response_model=DeadLettersResponse, dependencies=[Depends(require_api_key)], responses=errors(401, 422))
+def dead_letters(catalog: CatalogDep,
+                 limit: Annotated[int, Query(ge=1, le=500, description="how many, most recent first")] = 50,
+                 ) -> DeadLettersResponse:  # fmt: skip
+    """What ``rtf-stream`` could not decode or ingest: where each message came from and why (its bytes
+    stay in SQL, table ``dead_letters``)."""
+    items = [DeadLetterOut(source=d.source, partition=d.partition, offset=d.offset, error=d.error,
+                           payload_bytes=len(d.payload or b""), received_at=d.received_at)
+             for d in catalog.store.dead_letters(limit)]  # fmt: skip
+    return DeadLettersResponse(total=catalog.store.count_dead_letters(), items=items)
 
 
 @router.get("/healthz", summary="Liveness")

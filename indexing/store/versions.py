@@ -86,9 +86,6 @@ class ModelVersions(_StoreBase):
         with self.engine.connect() as conn:
             return self._active_version(conn)
 
-    def active_model(self) -> ModelInfo | None:
-        return next((m for m in self.list_models() if m.active), None)
-
     def fingerprint_counts(self) -> dict[str, int]:
         """Fingerprints stored per model version."""
         f = FingerprintRecord.__table__.c
