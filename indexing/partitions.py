@@ -1,16 +1,20 @@
-"""One HNSW graph per class: a class-filtered search walks only the graphs of the classes it asks for.
+"""The vectors of each class apart: a class-filtered search scans only the classes it asks for.
 
 A class filter keeps a fraction of a large index (one class of seven: ~15 %). On the main HNSW graph
 such a search has to over-fetch unfiltered neighbours and post-filter them, or fall back to an exact
-scan of every match: at 1M objects that was 20 ms p50 and 38.5 ms p99 against 0.9 / 1.5 ms unfiltered
-(``python -m benchmarks.bench_index --sizes 1000000``). Searching a graph of the class's own members
-costs what an unfiltered search of a graph that size costs; the other filters (anomaly, last
-detection, detections) are checked on the candidates alone, and the fetch grows until k pass.
+scan of every match gathered from the whole storage (``python -m benchmarks.bench_index --sizes
+1000000``: 47 ms p50, 102 ms p99 on a loaded 2-core machine). An HNSW graph per class was tried and
+refused: a query far from the class (the neighbours of an object of another class) reached recall@10
+0.65 at 1M, and 0.97 only at efSearch 2048. So each class keeps its vectors contiguous in an exact
+inner-product index: a scan of 140K 64-d vectors takes ~1.4 ms on one core, exact, and the other
+filters (anomaly, last detection, detections) are checked on the candidates, the fetch growing until
+k pass. Classes too large to scan fast are left to the main graph, where they are common enough for
+over-fetching to work.
 
-The graphs hold the vectors a second time (~555 B per object with M=32), built beside the main
-index for large HNSW indexes (:attr:`indexing.vector_index.IndexConfig.class_graphs_min`).
-Labels are the main index's: a graph maps its rows back to them; tombstoned labels are skipped
-like any other failing candidate.
+The partitions hold the vectors a second time (256 B per 64-d object), built beside the main index for
+large indexes (:attr:`indexing.vector_index.IndexConfig.class_partitions_min`). Labels are the main
+index's: a partition maps its rows back to them; tombstoned labels are skipped like any other failing
+candidate.
 """
 
 from __future__ import annotations
@@ -21,31 +25,30 @@ import faiss
 import numpy as np
 
 
-class ClassGraphs:
-    """HNSW graphs by class code over labels of a main index (not thread-safe: the index's lock guards it)."""
+class ClassPartitions:
+    """Exact indexes by class code over labels of a main index (not thread-safe: the index's lock guards it)."""
 
-    def __init__(self, dim: int, m: int, ef_construction: int, ef_search: int) -> None:
-        self.dim, self.m, self.ef_construction, self.ef_search = dim, m, ef_construction, ef_search
-        self.graphs: dict[int, faiss.IndexHNSWFlat] = {}
-        self.labels: dict[int, np.ndarray] = {}  # code -> main-index label of each graph row
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.parts: dict[int, faiss.IndexFlatIP] = {}
+        self.labels: dict[int, np.ndarray] = {}  # code -> main-index label of each partition row
         self.sizes: dict[int, int] = {}
 
     def __len__(self) -> int:
         return sum(self.sizes.values())
 
     def add(self, codes: np.ndarray, vectors: np.ndarray, labels: np.ndarray) -> None:
-        """Add normalised ``vectors`` (main-index ``labels``) to the graphs of their class ``codes``
+        """Add normalised ``vectors`` (main-index ``labels``) to the partitions of their class ``codes``
         (code -1, no class, goes nowhere: a class filter never matches it)."""
         for code in np.unique(codes).tolist():
             if code < 0:
                 continue
             rows = np.flatnonzero(codes == code)
-            graph = self.graphs.get(code)
-            if graph is None:
-                graph = self.graphs[code] = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
-                graph.hnsw.efConstruction = self.ef_construction
+            part = self.parts.get(code)
+            if part is None:
+                part = self.parts[code] = faiss.IndexFlatIP(self.dim)
                 self.labels[code], self.sizes[code] = np.empty(max(1024, len(rows)), np.int64), 0
-            graph.add(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+            part.add(np.ascontiguousarray(vectors[rows], dtype=np.float32))
             n = self.sizes[code]
             if n + len(rows) > len(self.labels[code]):
                 grown = np.empty(max(2 * len(self.labels[code]), n + len(rows)), np.int64)
@@ -59,20 +62,19 @@ class ClassGraphs:
 
     def search(self, q: np.ndarray, k: int, codes: list[int], passes: Callable[[np.ndarray], np.ndarray],
                max_fetch: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """(similarities, labels), (n, k) best first (-1 where fewer pass), over the graphs of ``codes``;
-        ``passes(labels)`` says which candidate labels pass the other filters (and are alive). Each
-        graph's fetch grows 4x while fewer than k of its candidates pass, up to ``max_fetch``."""
+        """(similarities, labels), (n, k) best first (-1 where fewer pass), over the partitions of
+        ``codes``; ``passes(labels)`` says which candidate labels pass the other filters (and are alive).
+        Each partition's fetch grows 4x while fewer than k of its candidates pass, up to ``max_fetch``."""
         nq = len(q)
         sims = np.full((nq, k), -np.inf, np.float32)
         labs = np.full((nq, k), -1, np.int64)
         for code in codes:
-            graph, size = self.graphs.get(code), self.sizes.get(code, 0)
-            if graph is None or size == 0:
+            part, size = self.parts.get(code), self.sizes.get(code, 0)
+            if part is None or size == 0:
                 continue
             todo, fetch = np.arange(nq), min(size, max(2 * k, 32))
             while len(todo):
-                params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, fetch))  # type: ignore[attr-defined]  # not in faiss's stubs
-                d, rows = graph.search(np.ascontiguousarray(q[todo]), fetch, params=params)
+                d, rows = part.search(np.ascontiguousarray(q[todo]), fetch)
                 cand = np.where(rows >= 0, self.labels[code][np.maximum(rows, 0)], -1)
                 ok = (cand >= 0) & passes(np.maximum(cand, 0).ravel()).reshape(cand.shape)
                 short = ok.sum(axis=1) < min(k, size)

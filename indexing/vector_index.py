@@ -25,9 +25,16 @@ Design (the service codes against this):
   results when at least k objects match.
 * Thread safety: any number of concurrent readers, one writer at a time (RW lock). FAISS releases
   the GIL during searches, so threads really search in parallel.
+* Class filters on large HNSW indexes (``class_partitions_min``) scan each matching class's own
+  vectors exactly (:mod:`indexing.partitions`) when those classes hold at most
+  ``class_partition_max`` objects; larger ones are common enough for the over-fetch above.
 * GPU: with faiss-gpu and ``faiss.get_num_gpus() > 0`` (``use_gpu=None`` = auto), flat and
   ivf_sq8 indexes keep a GPU replica used for unfiltered searches without tombstones; writes
   drop it and :meth:`VectorIndex.refresh_gpu` (also called by build/compaction) rebuilds it.
+
+The module, by part: :mod:`indexing.index_core` (config, lock, core arrays), this module (building,
+writes, persistence hooks), :mod:`indexing.index_search` (searches), :mod:`indexing.filters`
+(the filters, declared once), :mod:`indexing.classes` (class keys) and :mod:`indexing.partitions`.
 """
 
 from __future__ import annotations
@@ -36,180 +43,29 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, cast
 
 import faiss
 import numpy as np
 
-from indexing.classes import ClassFilter
-from indexing.filters import active, index_mask
-from indexing.partitions import ClassGraphs
+from indexing.index_core import (
+    _UNSET,
+    KINDS,
+    IndexConfig,
+    Neighbor,
+    RWLock,
+    _Core,
+    configure_faiss,
+    normalize,
+)
+from indexing.index_search import IndexSearch
+from indexing.partitions import ClassPartitions
 
 __all__ = ["KINDS", "IndexConfig", "Neighbor", "RWLock", "VectorIndex", "configure_faiss", "normalize"]
 
-KINDS = ("auto", "flat", "hnsw", "ivf_sq8")
-_UNSET: Any = object()
 
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """Tuning knobs. Defaults meet recall@10 >= 0.99 at 1M clustered 64-d vectors (docs/benchmarks.md)."""
-
-    kind: str = "auto"
-    flat_max: int = 50_000  # auto: exact search up to this many vectors
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 128
-    hnsw_regrow_fraction: float = 0.2  # rebuild HNSW once upserts added this fraction of its size
-    ivf_nlist: int | None = None  # None: 2 * sqrt(n), within [16, 65536]
-    ivf_nprobe: int = 48
-    ivf_min_train: int = 10_000
-    max_tombstone_fraction: float = 0.25
-    exact_subset_max: int = 20_000  # filtered search: brute force when at most this many match
-    exact_scan_max: int = 250_000  # filtered search: brute force on flat/HNSW storage up to this many vectors
-    max_overfetch: int = 1024  # filtered HNSW/IVF search: largest unfiltered k before brute force
-    class_graphs_min: int = 200_000  # HNSW indexes this large keep one graph per class (indexing.partitions)
-    omp_threads: int | None = None  # faiss.omp_set_num_threads (None: leave faiss' default)
-    # faiss uses BLAS (instead of its SIMD loop) for batches of >= this many queries. faiss 1.15
-    # defaults to 128000 (practically never); the old default 20 was 2.5-5x SLOWER for batched
-    # flat search on the 2-core box (docs/benchmarks.md), so None keeps faiss' default.
-    blas_threshold: int | None = None
-    use_gpu: bool | None = None  # None: when faiss-gpu and a GPU are available
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, not {self.kind!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Neighbor:
-    object_id: str
-    score: float  # cosine similarity
-
-
-def configure_faiss(config: IndexConfig) -> None:
-    """Apply the process-wide FAISS settings (threads, BLAS threshold)."""
-    if config.omp_threads:
-        faiss.omp_set_num_threads(int(config.omp_threads))
-    if config.blas_threshold is not None:
-        faiss.cvar.distance_compute_blas_threshold = int(config.blas_threshold)
-
-
-def normalize(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """float32 C-contiguous (n, dim) copy with unit rows; raises ValueError on zero/non-finite rows."""
-    x = np.array(vectors, dtype=np.float32, copy=True, order="C")
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise ValueError(f"expected vectors of dim {dim}, got shape {np.shape(vectors)}")
-    if not np.isfinite(x).all():
-        raise ValueError("non-finite values in vector")
-    norms = np.linalg.norm(x, axis=1)
-    if (norms < 1e-12).any():
-        raise ValueError("zero vector cannot be normalised")
-    x /= norms[:, None]
-    return x
-
-
-class RWLock:
-    """Many readers or one writer; writers are preferred (no writer starvation)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writer = False
-        self._waiting_writers = 0
-
-    @contextmanager
-    def read(self):
-        with self._cond:
-            while self._writer or self._waiting_writers:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self):
-        with self._cond:
-            self._waiting_writers += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._waiting_writers -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
-
-
-@dataclass
-class _Core:
-    """Everything a reader needs, swapped atomically by compaction."""
-
-    kind: str
-    index: Any  # faiss index (labels == positions for flat/hnsw; explicit ids for ivf)
-    ids: list[str | None]  # label -> object id (None: tombstone / removed)
-    label_of: dict[str, int]
-    alive: np.ndarray  # bool, capacity >= n_labels
-    cls: np.ndarray  # int16, -1 = no label
-    anomaly: np.ndarray  # float64, nan = none
-    last_jd: np.ndarray  # float64, nan = none
-    ndet: np.ndarray  # int64
-    n_labels: int = 0
-    n_dead: int = 0  # tombstones still inside the faiss index (flat/hnsw)
-    n_built: int = 0  # labels added by the last bulk build (the rest came from upserts)
-    gpu: Any = None
-    graphs: ClassGraphs | None = None  # per-class HNSW graphs (large HNSW indexes)
-    _alive_sel: Any = field(default=None, repr=False)
-
-    @staticmethod
-    def empty(kind: str, index: Any, capacity: int = 1024) -> _Core:
-        return _Core(
-            kind=kind,
-            index=index,
-            ids=[],
-            label_of={},
-            alive=np.zeros(capacity, bool),
-            cls=np.full(capacity, -1, np.int16),
-            anomaly=np.full(capacity, np.nan),
-            last_jd=np.full(capacity, np.nan),
-            ndet=np.zeros(capacity, np.int64),
-        )
-
-    def reserve(self, n: int) -> None:
-        cap = len(self.alive)
-        if n <= cap:
-            return
-        new = max(n, int(cap * 1.5) + 1024)
-        for name, fill in (("alive", False), ("cls", -1), ("anomaly", np.nan), ("last_jd", np.nan), ("ndet", 0)):
-            old = getattr(self, name)
-            arr = np.full(new, fill, dtype=old.dtype)
-            arr[:cap] = old
-            setattr(self, name, arr)
-
-
-def _no_classes(_: ClassFilter) -> np.ndarray:
-    raise AssertionError("the class filter is the graphs' own")
-
-
-def _bitmap_selector(mask: np.ndarray) -> faiss.IDSelectorBitmap:
-    bits = np.packbits(mask, bitorder="little")
-    sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
-    # keep the buffer alive as long as the selector (a SWIG object takes any attribute; the stubs declare none)
-    sel.bits_ref = bits  # type: ignore[attr-defined]
-    return sel
-
-
-class VectorIndex:
+class VectorIndex(IndexSearch):
     """Cosine k-NN over object fingerprints with attribute filters (see the module doc)."""
 
     def __init__(self, dim: int, config: IndexConfig | None = None) -> None:
@@ -370,15 +226,14 @@ class VectorIndex:
         core.n_labels = core.n_built = n
         core.alive[:n] = True
         core.cls[:n], core.anomaly[:n], core.last_jd[:n], core.ndet[:n] = cls, anomaly, last_jd, ndet
-        if kind == "hnsw" and n >= self.config.class_graphs_min:
-            core.graphs = self._class_graphs(cls, vectors)
+        if kind == "hnsw" and n >= self.config.class_partitions_min:
+            core.partitions = self._class_partitions(cls, vectors)
         return core
 
-    def _class_graphs(self, cls: np.ndarray, vectors: np.ndarray) -> ClassGraphs:
-        cfg = self.config
-        graphs = ClassGraphs(self.dim, cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
-        graphs.add(np.asarray(cls), vectors, np.arange(len(vectors), dtype=np.int64))
-        return graphs
+    def _class_partitions(self, cls: np.ndarray, vectors: np.ndarray) -> ClassPartitions:
+        partitions = ClassPartitions(self.dim)
+        partitions.add(np.asarray(cls), vectors, np.arange(len(vectors), dtype=np.int64))
+        return partitions
 
     def _codes(self, labels: Iterable[str | None]) -> np.ndarray:
         out = []
@@ -498,8 +353,8 @@ class VectorIndex:
                     c.label_of[o] = lab
                 c.alive[new] = True
                 c.cls[new], c.anomaly[new], c.last_jd[new], c.ndet[new] = cls, an, jd, nd
-                if c.graphs is not None:
-                    c.graphs.add(cls, x, new)
+                if c.partitions is not None:
+                    c.partitions.add(cls, x, new)
                 c.n_labels = start + len(ids)
                 c._alive_sel = None
                 c.gpu = None  # stale; refresh_gpu() rebuilds it
@@ -550,8 +405,8 @@ class VectorIndex:
                 return False
             code = int(self._codes([label])[0]) if label is not _UNSET else None
             with self._rw.write():
-                if code is not None and code != int(c.cls[lab]) and c.graphs is not None:
-                    c.graphs.add(np.array([code]), self._vectors_of(c, np.array([lab])), np.array([lab]))
+                if code is not None and code != int(c.cls[lab]) and c.partitions is not None:
+                    c.partitions.add(np.array([code]), self._vectors_of(c, np.array([lab])), np.array([lab]))
                 if code is not None:
                     c.cls[lab] = code
                 if anomaly_score is not _UNSET:
@@ -592,206 +447,6 @@ class VectorIndex:
             with self._rw.write():
                 self._core = core
         self.refresh_gpu()
-
-    # ----------------------------------------------------------------- reads
-    def _storage(self, c: _Core) -> np.ndarray:
-        """(ntotal, dim) view of the raw vectors of a flat or HNSW index (no copy)."""
-        # HNSWFlat keeps its vectors in a flat index too
-        flat = cast(faiss.IndexFlat, c.index if c.kind == "flat" else faiss.downcast_index(c.index.storage))
-        n = flat.ntotal
-        if n == 0:
-            return np.zeros((0, self.dim), np.float32)
-        return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
-
-    def _vectors_of(self, c: _Core, labels: np.ndarray) -> np.ndarray:
-        if c.kind == "ivf_sq8":
-            return c.index.reconstruct_batch(np.ascontiguousarray(labels, dtype=np.int64))
-        return self._storage(c)[labels]  # fancy indexing copies
-
-    def _match_mask(self, c: _Core, f: dict[str, Any]) -> np.ndarray:
-        n = c.n_labels
-        columns = {"anomaly_score": c.anomaly, "last_jd": c.last_jd, "n_detections": c.ndet}
-
-        def classes(cf: ClassFilter) -> np.ndarray:
-            # a lookup table by code (5x faster than np.isin); its extra last slot, False, is where
-            # code -1 (no label) lands
-            allowed = np.zeros(len(self._class_codes) + 1, dtype=bool)
-            allowed[[self._class_codes[key] for key in cf.keys(self._class_names)]] = True
-            return allowed[c.cls[:n]]
-
-        filters = {k: v for k, v in f.items() if k != "exclude_ids"}
-        m = c.alive[:n] & index_mask(filters, n, columns.__getitem__, classes)
-        for oid in f.get("exclude_ids") or ():
-            lab = c.label_of.get(oid)
-            if lab is not None:
-                m[lab] = False
-        return m
-
-    def _faiss_search(self, c: _Core, q: np.ndarray, k: int, sel=None, selectivity: float = 1.0):
-        kw: dict[str, Any] = {}
-        if sel is not None:
-            kw["sel"] = sel
-        if c.kind == "hnsw":
-            ef = max(self.config.hnsw_ef_search, k)
-            if selectivity < 1.0:
-                ef = max(k, min(4096, int(ef / max(selectivity, 1e-6))))
-            params = faiss.SearchParametersHNSW(efSearch=ef, **kw)  # type: ignore[attr-defined]  # not in faiss's stubs
-        elif c.kind == "ivf_sq8":
-            nlist = c.index.nlist
-            nprobe = min(nlist, self.config.ivf_nprobe)
-            if selectivity < 1.0:
-                # a filter passes ~selectivity of each probed list; probe more lists (sqrt keeps
-                # latency bounded) and let the exact fallback cover queries that come back short
-                nprobe = min(nlist, int(math.ceil(nprobe / math.sqrt(max(selectivity, 1e-6)))))
-            # faiss wraps the constructors of search parameters to take their fields (and keep references
-            # to the objects among them); the stubs declare only the bare constructor
-            params = faiss.SearchParametersIVF(nprobe=nprobe, **kw)  # type: ignore[call-arg]
-        else:
-            if sel is None and c.gpu is not None:
-                return c.gpu.search(q, k)
-            params = faiss.SearchParameters(**kw) if kw else None
-        return c.index.search(q, k, params=params)
-
-    def _exact(self, c: _Core, q: np.ndarray, k: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if c.kind != "ivf_sq8" and 8 * len(labels) > c.n_labels:  # many rows: one pass, no gather copy
-            sims = (self._storage(c) @ q.T).T[:, labels]
-        else:
-            sims = q @ self._vectors_of(c, labels).T
-        k = min(k, len(labels))
-        if k < len(labels):
-            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        else:
-            part = np.broadcast_to(np.arange(len(labels)), (len(q), len(labels)))
-        top = np.take_along_axis(sims, part, axis=1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        return np.take_along_axis(top, order, axis=1), labels[np.take_along_axis(part, order, axis=1)]
-
-    def search(
-        self, vector: np.ndarray, k: int = 10, *, exclude_ids: Iterable[str] = (), **filters: Any
-    ) -> list[Neighbor]:
-        """The k most similar objects (cosine, best first) among those matching every filter
-        (:data:`indexing.filters.FILTERS`: ``classes`` (names, or a ClassFilter), ``anomaly_min`` /
-        ``anomaly_max``, ``since`` / ``until`` (last JD), ``min_detections``; a bound is inclusive and an
-        object without a value fails it); ``exclude_ids``: objects to leave out (e.g. the query object).
-        Returns ``min(k, number of matches)`` neighbours.
-        """
-        return self.search_batch(
-            np.asarray(vector, dtype=np.float32).reshape(1, -1), k, exclude_ids=exclude_ids, **filters
-        )[0]
-
-    def search_batch(self, vectors: np.ndarray, k: int = 10, **filters: Any) -> list[list[Neighbor]]:
-        """:meth:`search` for a (n, dim) batch of queries with the same filters."""
-        q = normalize(vectors, self.dim)
-        excl = set(filters.pop("exclude_ids", ()) or ())
-        filters = active(filters)
-        with self._rw.read():
-            c = self._core
-            n_live = len(c.label_of)
-            if k <= 0 or n_live == 0:
-                return [[] for _ in range(len(q))]
-            if not filters:
-                # fast path: over-fetch to drop excluded ids; tombstones are excluded by a selector
-                excl_labels = {c.label_of[o] for o in excl if o in c.label_of}
-                want = min(k, n_live - len(excl_labels))
-                if want <= 0:
-                    return [[] for _ in range(len(q))]
-                kk = min(k + len(excl_labels), n_live)
-                sel = None
-                if c.n_dead:
-                    if c._alive_sel is None:
-                        c._alive_sel = _bitmap_selector(c.alive[: c.n_labels])
-                    sel = c._alive_sel
-                sims, labs = self._faiss_search(c, q, kk, sel, selectivity=n_live / max(c.n_labels, 1))
-                out = self._collect(c, sims, labs, k, excl_labels)
-                if all(len(r) >= want for r in out):
-                    return out
-                filters["exclude_ids"] = excl  # rare (HNSW came back short): take the mask route
-            else:
-                filters["exclude_ids"] = excl
-            if "classes" in filters and c.graphs is not None:
-                found = self._class_graph_search(c, q, k, filters)
-                if found is not None:
-                    return found
-            mask = self._match_mask(c, filters)
-            matching = np.flatnonzero(mask)
-            m = len(matching)
-            if m == 0:
-                return [[] for _ in range(len(q))]
-            want = min(k, m)
-            scan = c.kind != "ivf_sq8" and c.n_labels <= self.config.exact_scan_max
-            if m <= self.config.exact_subset_max or scan:
-                sims, labs = self._exact(c, q, k, matching)
-                return self._collect(c, sims, labs, k, set())
-            selectivity = m / max(c.n_labels, 1)
-            if c.kind == "flat":  # exact scan restricted by the selector
-                sims, labs = self._faiss_search(c, q, want, _bitmap_selector(mask))
-                out = self._collect(c, sims, labs, k, set())
-            else:
-                # approximate kinds: over-fetch unfiltered neighbours and keep the matching ones,
-                # growing the fetch 4x for queries that come back short (cheaper and more
-                # accurate than a selector-restricted graph walk at moderate selectivity)
-                out = [[] for _ in range(len(q))]
-                todo = np.arange(len(q))
-                kk = min(c.n_labels, max(2 * k, int(math.ceil(1.5 * k / selectivity))))
-                while len(todo) and kk <= self.config.max_overfetch:
-                    sims, labs = self._faiss_search(c, q[todo], kk)
-                    rows = self._collect(c, sims, labs, k, set(), mask)
-                    for i, row in zip(todo.tolist(), rows, strict=True):
-                        out[i] = row
-                    todo = np.array([i for i in todo.tolist() if len(out[i]) < want], dtype=np.int64)
-                    if kk >= c.n_labels:
-                        break
-                    kk = min(c.n_labels, kk * 4)
-            short = [i for i, r in enumerate(out) if len(r) < want]
-            if short:  # exact fallback for queries the approximate search under-served
-                sims, labs = self._exact(c, q[short], k, matching)
-                for i, row in zip(short, self._collect(c, sims, labs, k, set()), strict=True):
-                    out[i] = row
-            return out
-
-    def _class_graph_search(self, c: _Core, q: np.ndarray, k: int, filters: dict[str, Any]
-                            ) -> list[list[Neighbor]] | None:  # fmt: skip
-        """A class-filtered search over the graphs of the matching classes, the other filters checked
-        on the candidates; None where the mask route does better (a class subset small enough to
-        scan exactly) or must decide (a query for which fewer than k pass)."""
-        assert c.graphs is not None
-        codes = [self._class_codes[key] for key in ClassFilter.of(filters["classes"]).keys(self._class_names)]
-        if c.graphs.size(codes) <= self.config.exact_subset_max:
-            return None
-        allowed = np.zeros(len(self._class_codes) + 1, dtype=bool)
-        allowed[codes] = True
-        others = {name: v for name, v in filters.items() if name not in ("classes", "exclude_ids")}
-        excluded = np.array([c.label_of[o] for o in filters.get("exclude_ids") or () if o in c.label_of], np.int64)
-        columns = {"anomaly_score": c.anomaly, "last_jd": c.last_jd, "n_detections": c.ndet}
-
-        def passes(labels: np.ndarray) -> np.ndarray:
-            ok = c.alive[labels] & allowed[c.cls[labels]]
-            if others:
-                ok &= index_mask(others, len(labels), lambda a: columns[a][labels], _no_classes)
-            if len(excluded):
-                ok &= ~np.isin(labels, excluded)
-            return ok
-
-        sims, labs = c.graphs.search(q, k, codes, passes, max_fetch=max(self.config.max_overfetch, 4 * k))
-        out = self._collect(c, sims, labs, k, set())
-        return out if all(len(row) == k for row in out) else None
-
-    @staticmethod
-    def _collect(
-        c: _Core, sims: np.ndarray, labs: np.ndarray, k: int, drop: set[int], mask: np.ndarray | None = None
-    ) -> list[list[Neighbor]]:
-        out = []
-        ids, ok = c.ids, (c.alive if mask is None else mask)
-        for srow, lrow in zip(sims.tolist(), labs.tolist(), strict=True):
-            row = []
-            for s, lab in zip(srow, lrow, strict=True):
-                if lab < 0 or lab in drop or not ok[lab]:
-                    continue
-                row.append(Neighbor(ids[lab], float(s)))
-                if len(row) == k:
-                    break
-            out.append(row)
-        return out
 
     # ----------------------------------------------------------------- persistence hooks
     def export_state(self) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
@@ -847,26 +502,26 @@ class VectorIndex:
         self._class_codes = {name: i for i, name in enumerate(self._class_names)}
         self._core = core
         self.refresh_gpu()
-        if core.kind == "hnsw" and n >= self.config.class_graphs_min:
-            threading.Thread(target=self._attach_class_graphs, args=(core,), daemon=True).start()
+        if core.kind == "hnsw" and n >= self.config.class_partitions_min:
+            threading.Thread(target=self._attach_class_partitions, args=(core,), daemon=True).start()
         return self
 
-    def _attach_class_graphs(self, core: _Core) -> None:
-        """Build the class graphs of a loaded index without holding readers or writers up for long:
+    def _attach_class_partitions(self, core: _Core) -> None:
+        """Build the class partitions of a loaded index without holding readers or writers up for long:
         from a copy of the labels there are, then (under the writer lock) the labels added meanwhile.
         Until they are attached, class-filtered searches take the mask route."""
         with self._rw.read():
             n0 = core.n_labels
             cls, vectors = core.cls[:n0].copy(), np.array(self._storage(core)[:n0])
-        graphs = self._class_graphs(cls, vectors)
+        partitions = self._class_partitions(cls, vectors)
         with self._writer:
             if self._core is not core:  # compacted meanwhile: the new core built its own
                 return
             with self._rw.write():
                 n1 = core.n_labels
                 if n1 > n0:
-                    graphs.add(core.cls[n0:n1], np.array(self._storage(core)[n0:n1]), np.arange(n0, n1))
+                    partitions.add(core.cls[n0:n1], np.array(self._storage(core)[n0:n1]), np.arange(n0, n1))
                 changed = np.flatnonzero(core.cls[:n0] != cls)  # a class set meanwhile
                 if len(changed):
-                    graphs.add(core.cls[changed], self._vectors_of(core, changed), changed)
-                core.graphs = graphs
+                    partitions.add(core.cls[changed], self._vectors_of(core, changed), changed)
+                core.partitions = partitions
