@@ -58,11 +58,12 @@ class EncoderSpec:
 
     def load(self) -> Encoder:
         return Encoder.load(self.checkpoint, precision=self.precision, threads=self.threads,
-                            cache_dir=Path(self.cache_dir) if self.cache_dir else None)  # fmt: skip
+                            cache_dir=Path(self.cache_dir) if self.cache_dir else None)
 
     @classmethod
-    def of(cls, encoder: Encoder, checkpoint: str | Path, *, threads: int = 1,
-           cache_dir: str | Path | None = None) -> EncoderSpec:  # fmt: skip
+    def of(
+        cls, encoder: Encoder, checkpoint: str | Path, *, threads: int = 1, cache_dir: str | Path | None = None
+    ) -> EncoderSpec:
         """The spec that loads what ``encoder`` runs (its precision after an ``auto`` choice)."""
         return cls(str(Path(checkpoint).resolve()), encoder.precision, threads, str(cache_dir) if cache_dir else None)
 
@@ -73,11 +74,16 @@ def schema(dim: int) -> pa.Schema:
         ("object_id", pa.string()), ("vector", pa.list_(pa.float32(), dim)), ("label", pa.string()),
         ("fine_label", pa.string()), ("probabilities", pa.string()), ("anomaly_score", pa.float64()),
         ("revision", pa.int64()), ("last_jd", pa.float64()), ("n_detections", pa.int64()),
-    ])  # fmt: skip
+    ])
 
 
-def rows_table(rows: Sequence[FingerprintRow], dim: int, revision: dict[str, int],
-               last_jd: Mapping[str, float | None], n_detections: Mapping[str, int]) -> pa.Table:  # fmt: skip
+def rows_table(
+    rows: Sequence[FingerprintRow],
+    dim: int,
+    revision: dict[str, int],
+    last_jd: Mapping[str, float | None],
+    n_detections: Mapping[str, int],
+) -> pa.Table:
     """Fingerprint rows as a table of :func:`schema` (plain Arrow types: readable without Ray)."""
     vec = np.stack([r.vector for r in rows]).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
     ids = [r.object_id for r in rows]
@@ -100,9 +106,12 @@ def table_rows(table: pa.Table) -> tuple[list[FingerprintRow], dict[str, int]]:
     dim = table.schema.field("vector").type.list_size
     vec = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, dim)
     d = table.select(["object_id", "label", "fine_label", "probabilities", "anomaly_score", "revision"]).to_pydict()
-    rows = [FingerprintRow(o, vec[i].copy(), lab, None if p is None else json.loads(p), a, fine)
-            for i, (o, lab, fine, p, a) in enumerate(zip(d["object_id"], d["label"], d["fine_label"],
-                                                         d["probabilities"], d["anomaly_score"], strict=True))]  # fmt: skip
+    rows = [
+        FingerprintRow(o, vec[i].copy(), lab, None if p is None else json.loads(p), a, fine)
+        for i, (o, lab, fine, p, a) in enumerate(
+            zip(d["object_id"], d["label"], d["fine_label"], d["probabilities"], d["anomaly_score"], strict=True)
+        )
+    ]
     revisions = {o: r for o, r in zip(d["object_id"], d["revision"], strict=True) if r is not None}
     return rows, revisions
 
@@ -129,9 +138,15 @@ class StoreEncoder:
             ids = self.store.stale_object_ids(self.version, after=str(after), limit=int(limit))
             stored: dict[str, StoredObject] = self.store.read_objects(ids)
             rows = fingerprint_rows(self.encoder, stored)
-            tables.append(rows_table(rows, self.encoder.dim, {k: v.revision for k, v in stored.items()},
-                                     {k: v.state.last_jd for k, v in stored.items()},
-                                     {k: v.state.n_detections for k, v in stored.items()}))  # fmt: skip
+            tables.append(
+                rows_table(
+                    rows,
+                    self.encoder.dim,
+                    {k: v.revision for k, v in stored.items()},
+                    {k: v.state.last_jd for k, v in stored.items()},
+                    {k: v.state.n_detections for k, v in stored.items()},
+                )
+            )
         return write_shard(tables, self.out)
 
 
@@ -216,8 +231,16 @@ def partitions(store: Store, version: str, size: int) -> list[dict[str, Any]]:
     return out
 
 
-def encode_store(url: str, spec: EncoderSpec, version: str, out: Path, *, partition_size: int = 1000,
-                 concurrency: int | None = None, num_gpus: float = 0.0) -> int:  # fmt: skip
+def encode_store(
+    url: str,
+    spec: EncoderSpec,
+    version: str,
+    out: Path,
+    *,
+    partition_size: int = 1000,
+    concurrency: int | None = None,
+    num_gpus: float = 0.0,
+) -> int:
     """One Ray Data pass over the stale objects: Parquet shards in ``out``; returns the partitions."""
     import ray.data
 
@@ -230,10 +253,15 @@ def encode_store(url: str, spec: EncoderSpec, version: str, out: Path, *, partit
         return 0
     n = min(_pool(concurrency), len(parts))
     items = ray.data.from_items(parts, override_num_blocks=min(len(parts), 4 * n))
-    ds = items.map_batches(StoreEncoder, fn_constructor_args=(url, spec, version, str(out)), batch_size=1,
-                        batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=n), num_cpus=spec.threads,
-                        num_gpus=num_gpus or None)  # fmt: skip
+    ds = items.map_batches(
+        StoreEncoder,
+        fn_constructor_args=(url, spec, version, str(out)),
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=n),
+        num_cpus=spec.threads,
+        num_gpus=num_gpus or None,
+    )
     _drain(ds)
     return len(parts)
 
@@ -256,9 +284,18 @@ def pending_shards(shard_root: Path, version: str) -> list[Path]:
     return sorted(p for p in root.glob("pass-*") if p.is_dir() and not (p / LOADED).exists()) if root.is_dir() else []
 
 
-def reencode_ray(store: Store, encoder: Encoder, spec: EncoderSpec, shard_root: Path, *, partition_size: int = 1000,
-                 concurrency: int | None = None, num_gpus: float = 0.0, activate: bool = False,
-                 max_passes: int = 10) -> ReencodeReport:  # fmt: skip
+def reencode_ray(
+    store: Store,
+    encoder: Encoder,
+    spec: EncoderSpec,
+    shard_root: Path,
+    *,
+    partition_size: int = 1000,
+    concurrency: int | None = None,
+    num_gpus: float = 0.0,
+    activate: bool = False,
+    max_passes: int = 10,
+) -> ReencodeReport:
     """:func:`app.reencode.reencode` on Ray Data (connect with :func:`init_ray` first). ``encoder``
     (in the driver) only finishes the last stale objects inside ``--activate``'s switch."""
     version, t0 = encoder.version, time.perf_counter()
@@ -269,14 +306,20 @@ def reencode_ray(store: Store, encoder: Encoder, spec: EncoderSpec, shard_root: 
     while passes < max_passes and store.count_stale(version) > 0:
         passes += 1
         out = shard_root / version / f"pass-{int(time.time())}-{passes:03d}-{uuid.uuid4().hex[:8]}"
-        n = encode_store(store.url, spec, version, out, partition_size=partition_size, concurrency=concurrency,
-                         num_gpus=num_gpus)  # fmt: skip
+        n = encode_store(
+            store.url, spec, version, out, partition_size=partition_size, concurrency=concurrency, num_gpus=num_gpus
+        )
         if n == 0:
             break
         written, skipped = load_shards(store, version, out, partition_size)
         encoded += written
-        log.info("pass %d: %d partitions, %d fingerprints written, %d skipped (changed meanwhile)",
-                 passes, n, written, skipped)  # fmt: skip
+        log.info(
+            "pass %d: %d partitions, %d fingerprints written, %d skipped (changed meanwhile)",
+            passes,
+            n,
+            written,
+            skipped,
+        )
     report = ReencodeReport(version, encoded, passes, 0.0)
     if activate:
         report.finished_at_switch = store.activate(version, lambda stored: fingerprint_rows(encoder, stored))
@@ -285,17 +328,24 @@ def reencode_ray(store: Store, encoder: Encoder, spec: EncoderSpec, shard_root: 
     return report
 
 
-def encode_archive(paths: Sequence[str | Path], spec: EncoderSpec, out: Path, *, concurrency: int | None = None,
-                   num_gpus: float = 0.0) -> Path:  # fmt: skip
+def encode_archive(
+    paths: Sequence[str | Path], spec: EncoderSpec, out: Path, *, concurrency: int | None = None, num_gpus: float = 0.0
+) -> Path:
     """Encode light-curve files (one Ray Data row per file) into Parquet fingerprint shards in ``out``."""
     import ray.data
 
     files = [{"path": str(Path(p).resolve())} for p in paths]
     n = min(_pool(concurrency), len(files))
     items = ray.data.from_items(files, override_num_blocks=max(1, len(files)))
-    ds = items.map_batches(ArchiveEncoder, fn_constructor_args=(spec, str(out)), batch_size=1, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=n), num_cpus=spec.threads,
-                        num_gpus=num_gpus or None)  # fmt: skip
+    ds = items.map_batches(
+        ArchiveEncoder,
+        fn_constructor_args=(spec, str(out)),
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=n),
+        num_cpus=spec.threads,
+        num_gpus=num_gpus or None,
+    )
     _drain(ds)
     return out
 
@@ -307,8 +357,13 @@ def load_index(shard_dir: Path, index: Any, batch_size: int = 50_000) -> int:
         dim = table.schema.field("vector").type.list_size
         vec = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, dim)
         d = table.select(["object_id", "label", "fine_label", "anomaly_score", "last_jd", "n_detections"]).to_pydict()
-        index.upsert(d["object_id"], vec, labels=[class_key(c, f) for c, f in zip(d["label"], d["fine_label"],
-                                                                                  strict=True)],
-                     anomaly_scores=d["anomaly_score"], last_jd=d["last_jd"], n_detections=d["n_detections"])  # fmt: skip
+        index.upsert(
+            d["object_id"],
+            vec,
+            labels=[class_key(c, f) for c, f in zip(d["label"], d["fine_label"], strict=True)],
+            anomaly_scores=d["anomaly_score"],
+            last_jd=d["last_jd"],
+            n_detections=d["n_detections"],
+        )
         n += len(vec)
     return n

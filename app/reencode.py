@@ -61,8 +61,15 @@ def fingerprint_rows(encoder: Encoder, stored: dict[str, StoredObject]) -> list[
     return rows
 
 
-def reencode(store: Store, encoder: Encoder, *, batch_size: int = 1000, activate: bool = False,
-             progress: bool = True, max_passes: int = 10) -> ReencodeReport:  # fmt: skip
+def reencode(
+    store: Store,
+    encoder: Encoder,
+    *,
+    batch_size: int = 1000,
+    activate: bool = False,
+    progress: bool = True,
+    max_passes: int = 10,
+) -> ReencodeReport:
     """Encode every stale object of ``encoder.version`` (see ``Store.count_stale``), pass after pass
     until none is left (objects ingested meanwhile become stale again), then optionally activate."""
     version, t0 = encoder.version, time.perf_counter()
@@ -77,8 +84,9 @@ def reencode(store: Store, encoder: Encoder, *, batch_size: int = 1000, activate
             while ids := store.stale_object_ids(version, after=after, limit=batch_size):
                 after = ids[-1]
                 stored = store.read_objects(ids)
-                res = store.write_fingerprints(version, fingerprint_rows(encoder, stored),
-                                               {k: v.revision for k, v in stored.items()})  # fmt: skip
+                res = store.write_fingerprints(
+                    version, fingerprint_rows(encoder, stored), {k: v.revision for k, v in stored.items()}
+                )
                 encoded += res.fingerprints_written
                 bar.update(len(ids))
     report = ReencodeReport(version, encoded, passes, 0.0)
@@ -93,7 +101,7 @@ def register(store: Store, checkpoint: Path, encoder: Encoder) -> None:
     store.register_model(
         encoder.version, path=str(checkpoint.resolve()), sha256=file_sha256(checkpoint), dim=encoder.dim,
         class_names=encoder.coarse_classes, metrics=encoder.metrics.get("val"),
-    )  # fmt: skip
+    )
 
 
 def print_versions(store: Store) -> None:
@@ -102,29 +110,40 @@ def print_versions(store: Store) -> None:
     for m in store.list_models():
         mark = "*" if m.version == active else " "
         print(f"{mark} {m.version:28s} {counts.get(m.version, 0):>9d} fingerprints  "
-              f"{store.count_stale(m.version):>9d} stale  {m.path}")  # fmt: skip
+              f"{store.count_stale(m.version):>9d} stale  {m.path}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="rtf-reencode", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="rtf-reencode",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", type=Path, help="encode the catalogue with this checkpoint (.pt)")
     what.add_argument("--list", action="store_true", help="list the model versions with their counts")
     what.add_argument("--drop", metavar="VERSION", help="delete a version that is not active, with its fingerprints")
-    what.add_argument("--activate-version", metavar="VERSION",
-                      help="make an already complete version active (no encoding)")  # fmt: skip
+    what.add_argument(
+        "--activate-version", metavar="VERSION", help="make an already complete version active (no encoding)"
+    )
     p.add_argument("--activate", action="store_true", help="with --checkpoint: make the version active when done")
     p.add_argument("--database-url", help="default: RTF_DATABASE_URL, as the service")
     p.add_argument("--batch-size", type=int, default=1000, help="objects per committed batch (default 1000)")
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--engine", choices=("inprocess", "ray"), default="inprocess",
-                   help="encode in this process (default) or on Ray Data (app.distributed, docs/scale.md)")  # fmt: skip
+    p.add_argument(
+        "--engine",
+        choices=("inprocess", "ray"),
+        default="inprocess",
+        help="encode in this process (default) or on Ray Data (app.distributed, docs/scale.md)",
+    )
     p.add_argument("--ray-address", help="with --engine ray: the cluster (HOST:6379, ray://HOST:10001); default a local Ray")
-    p.add_argument("--shard-dir", type=Path, help="with --engine ray: fingerprint shards (a folder every node shares; "
-                                                  "default var/fingerprint-shards)")  # fmt: skip
+    p.add_argument(
+        "--shard-dir",
+        type=Path,
+        help="with --engine ray: fingerprint shards (a folder every node shares; default var/fingerprint-shards)",
+    )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from app.settings import Settings
@@ -150,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 init_ray(a.ray_address)
                 spec = EncoderSpec.of(encoder, a.checkpoint, threads=1, cache_dir=settings.cache_dir)
                 shards = a.shard_dir or Path(settings.cache_dir).parent / "fingerprint-shards"
-                r = reencode_ray(store, encoder, spec, shards,
-                                 partition_size=a.batch_size, activate=a.activate)  # fmt: skip
+                r = reencode_ray(store, encoder, spec, shards, partition_size=a.batch_size, activate=a.activate)
             else:
                 r = reencode(store, encoder, batch_size=a.batch_size, activate=a.activate, progress=not a.no_progress)
             state = "active" if r.activated else f"not active (active: {store.active_version()})"

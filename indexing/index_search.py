@@ -181,8 +181,9 @@ class IndexSearch:
                     out[i] = row
             return out
 
-    def _class_partition_search(self, c: _Core, q: np.ndarray, k: int, filters: dict[str, Any]
-                                ) -> list[list[Neighbor]] | None:  # fmt: skip
+    def _class_partition_search(
+        self, c: _Core, q: np.ndarray, k: int, filters: dict[str, Any]
+    ) -> list[list[Neighbor]] | None:
         """An exact class-filtered search over the partitions of the matching classes, the other
         filters checked on the candidates; None where the mask route does better (a class subset
         small enough to gather, or so large that over-fetching on the main graph works) or must

@@ -60,8 +60,9 @@ class ClassPartitions:
     def size(self, codes: list[int]) -> int:
         return sum(self.sizes.get(c, 0) for c in codes)
 
-    def search(self, q: np.ndarray, k: int, codes: list[int], passes: Callable[[np.ndarray], np.ndarray],
-               max_fetch: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def search(
+        self, q: np.ndarray, k: int, codes: list[int], passes: Callable[[np.ndarray], np.ndarray], max_fetch: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, labels), (n, k) best first (-1 where fewer pass), over the partitions of
         ``codes``; ``passes(labels)`` says which candidate labels pass the other filters (and are alive).
         Each partition's fetch grows 4x while fewer than k of its candidates pass, up to ``max_fetch``."""

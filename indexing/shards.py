@@ -105,9 +105,16 @@ class ShardedIndex:
     shards land on different nodes). ``parallel``: search in-process shards in threads (``None``: except
     unfiltered searches of HNSW shards; ``False``: never)."""
 
-    def __init__(self, dim: int, n_shards: int = 4, config: IndexConfig | None = None, *,
-                 backend: str = "inprocess", ray_options: dict[str, Any] | None = None,
-                 parallel: bool | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dim: int,
+        n_shards: int = 4,
+        config: IndexConfig | None = None,
+        *,
+        backend: str = "inprocess",
+        ray_options: dict[str, Any] | None = None,
+        parallel: bool | None = None,
+    ) -> None:
         if n_shards < 1:
             raise ValueError("n_shards must be >= 1")
         if backend not in ("inprocess", "ray"):
@@ -175,7 +182,7 @@ class ShardedIndex:
     def stats(self) -> dict[str, Any]:
         shards = self._call(range(self.n_shards), "stats", [()] * self.n_shards)
         return {"backend": self.backend, "n_shards": self.n_shards, "count": sum(s["count"] for s in shards),
-                "shards": shards}  # fmt: skip
+                "shards": shards}
 
     def get_vector(self, object_id: str) -> np.ndarray | None:
         return self._one(object_id, "get_vector")
@@ -214,19 +221,37 @@ class ShardedIndex:
             out.append((s, ([ids[i] for i in rl], x[rows], seqs[rows], part)))
         return out
 
-    def build(self, object_ids: Sequence[str], vectors: np.ndarray, *, labels: Sequence[str | None] | None = None,
-              anomaly_scores: Iterable[float | None] | None = None, last_jd: Iterable[float | None] | None = None,
-              n_detections: Iterable[int] | None = None) -> None:  # fmt: skip
+    def build(
+        self,
+        object_ids: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        labels: Sequence[str | None] | None = None,
+        anomaly_scores: Iterable[float | None] | None = None,
+        last_jd: Iterable[float | None] | None = None,
+        n_detections: Iterable[int] | None = None,
+    ) -> None:
         """Replace the whole content (every shard is rebuilt, empty ones included)."""
         attrs = dict(zip(_ATTRS, (labels, anomaly_scores, last_jd, n_detections), strict=True))
         parts = dict(self._split(object_ids, vectors, attrs))
         empty: tuple[list[str], np.ndarray, np.ndarray, dict[str, Any]] = (
-            [], np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), {})  # fmt: skip
+            [],
+            np.zeros((0, self.dim), np.float32),
+            np.zeros(0, np.int64),
+            {},
+        )
         self._call(range(self.n_shards), "build", [parts.get(s, empty) for s in range(self.n_shards)])
 
-    def upsert(self, object_ids: Sequence[str], vectors: np.ndarray, *, labels: Sequence[str | None] | None = None,
-               anomaly_scores: Sequence[float | None] | None = None, last_jd: Sequence[float | None] | None = None,
-               n_detections: Sequence[int] | None = None) -> None:  # fmt: skip
+    def upsert(
+        self,
+        object_ids: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        labels: Sequence[str | None] | None = None,
+        anomaly_scores: Sequence[float | None] | None = None,
+        last_jd: Sequence[float | None] | None = None,
+        n_detections: Sequence[int] | None = None,
+    ) -> None:
         """Add or replace vectors (an attribute left as None keeps a known object's value, as in VectorIndex)."""
         attrs = dict(zip(_ATTRS, (labels, anomaly_scores, last_jd, n_detections), strict=True))
         parts = self._split(object_ids, vectors, attrs)
@@ -260,7 +285,11 @@ class ShardedIndex:
         for s in range(self.n_shards):
             mine = [o for o in excl if shard_of(o, self.n_shards) == s]
             args.append((q, k, filters | ({"exclude_ids": mine} if mine else {})))
-        serial = (self.backend == "inprocess" and self.parallel is None and not filters
-                  and self._shards[0].index.kind == "hnsw")  # fmt: skip
+        serial = (
+            self.backend == "inprocess"
+            and self.parallel is None
+            and not filters
+            and self._shards[0].index.kind == "hnsw"
+        )
         per_shard = self._call(range(self.n_shards), "search_batch", args, serial)
         return [merge([rows[i] for rows in per_shard], k) for i in range(len(q))]

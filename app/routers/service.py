@@ -108,14 +108,23 @@ def drop(version: Version, catalog: CatalogDep) -> DroppedModel:
 
 @router.get("/v1/dead-letters", summary="Stream messages that could not be ingested",
             response_model=DeadLettersResponse, dependencies=[Depends(require_api_key)], responses=errors(401, 422))
-def dead_letters(catalog: CatalogDep,
-                 limit: Annotated[int, Query(ge=1, le=500, description="how many, most recent first")] = 50,
-                 ) -> DeadLettersResponse:  # fmt: skip
+def dead_letters(
+    catalog: CatalogDep,
+    limit: Annotated[int, Query(ge=1, le=500, description="how many, most recent first")] = 50,
+) -> DeadLettersResponse:
     """What ``rtf-stream`` could not decode or ingest: where each message came from and why (its bytes
     stay in SQL, table ``dead_letters``)."""
-    items = [DeadLetterOut(source=d.source, partition=d.partition, offset=d.offset, error=d.error,
-                           payload_bytes=len(d.payload or b""), received_at=d.received_at)
-             for d in catalog.store.dead_letters(limit)]  # fmt: skip
+    items = [
+        DeadLetterOut(
+            source=d.source,
+            partition=d.partition,
+            offset=d.offset,
+            error=d.error,
+            payload_bytes=len(d.payload or b""),
+            received_at=d.received_at,
+        )
+        for d in catalog.store.dead_letters(limit)
+    ]
     return DeadLettersResponse(total=catalog.store.count_dead_letters(), items=items)
 
 
