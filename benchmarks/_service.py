@@ -31,13 +31,19 @@ def running_service(env: dict[str, str], log_path: Path, ready_timeout: float = 
 
 
 @contextmanager
-def service_process(env: dict[str, str], log_path: Path, ready_timeout: float = 600
-                    ) -> Iterator[tuple[str, subprocess.Popen]]:  # fmt: skip
+def service_process(
+    env: dict[str, str], log_path: Path, ready_timeout: float = 600
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """:func:`running_service`, yielding the process too (its pid, for memory readings)."""
     port = free_port()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "app.server", "--port", str(port), "--log-level", "warning"],
-                                cwd=ROOT, env=os.environ | env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.server", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT,
+            env=os.environ | env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + ready_timeout

@@ -31,10 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def start(checkout: Path, demo: Path, work: Path, threads: int) -> Server:
     env = {
-        "PYTHONPATH": str(checkout), "RTF_DATABASE_URL": f"sqlite:///{work / 'rtf.db'}",
-        "RTF_INDEX_DIR": str(work / "index"), "RTF_DEMO": "1", "RTF_DEMO_FILE": str(demo),
-        "RTF_THREADS": str(threads), "RTF_CACHE_DIR": str(ROOT / "var" / "cache"),
-    }  # fmt: skip
+        "PYTHONPATH": str(checkout),
+        "RTF_DATABASE_URL": f"sqlite:///{work / 'rtf.db'}",
+        "RTF_INDEX_DIR": str(work / "index"),
+        "RTF_DEMO": "1",
+        "RTF_DEMO_FILE": str(demo),
+        "RTF_THREADS": str(threads),
+        "RTF_CACHE_DIR": str(ROOT / "var" / "cache"),
+    }
     srv = Server(env, log_path=work / "server.log", ready_timeout=600, cwd=checkout)
     return srv.start()
 

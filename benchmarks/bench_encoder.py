@@ -53,14 +53,18 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     lcs = load_real(a.real, a.n)
     lengths = np.array([len(lc) for lc in lcs])
-    print(f"{len(lcs)} light curves, detections p50 {np.median(lengths):.0f} p90 {np.percentile(lengths, 90):.0f} "
-          f"max {lengths.max()}; torch {torch.__version__}, {a.threads} threads, {os.cpu_count()} cpus")  # fmt: skip
+    print(
+        f"{len(lcs)} light curves, detections p50 {np.median(lengths):.0f} p90 {np.percentile(lengths, 90):.0f} "
+        f"max {lengths.max()}; torch {torch.__version__}, {a.threads} threads, {os.cpu_count()} cpus"
+    )
     fp32 = Encoder.load(a.checkpoint, batch_size=a.batch_size)
     others = {
         p: Encoder(fp32.ckpt, batch_size=a.batch_size, precision=p, cache_dir=a.cache_dir) for p in ("bf16", "onnx")
     }
-    print(f"checkpoint {fp32.version}: {sum(p.numel() for p in fp32.model.parameters()):,} parameters, "
-          f"gp={fp32.spec.use_gp} gp_fit={fp32.spec.gp_fit} metadata={fp32.spec.use_metadata}")  # fmt: skip
+    print(
+        f"checkpoint {fp32.version}: {sum(p.numel() for p in fp32.model.parameters()):,} parameters, "
+        f"gp={fp32.spec.use_gp} gp_fit={fp32.spec.gp_fit} metadata={fp32.spec.use_metadata}"
+    )
     t0 = time.perf_counter()
     examples = fp32.examples(lcs)
     feat_rate = len(lcs) / (time.perf_counter() - t0)
@@ -75,8 +79,10 @@ def main() -> None:
         cos = (ref * v).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(v, axis=1)
         print(f"{name} vs fp32 cosine    : min {cos.min():.5f}, p01 {np.percentile(cos, 1):.5f}")
     auto = Encoder(fp32.ckpt, batch_size=a.batch_size, precision="auto", cache_dir=a.cache_dir)
-    times = ", ".join(f"{k} {v * 1e3:.1f} ms" if isinstance(v, float) and "cosine" not in k else f"{k} {v}"
-                      for k, v in auto.calibration.items())  # fmt: skip
+    times = ", ".join(
+        f"{k} {v * 1e3:.1f} ms" if isinstance(v, float) and "cosine" not in k else f"{k} {v}"
+        for k, v in auto.calibration.items()
+    )
     print(f"auto precision         : {auto.precision} (calibration: {times})")
     encoders["auto"] = auto
     for name, enc in encoders.items():

@@ -135,8 +135,10 @@ def _json_body(target_bytes: int) -> bytes:
     for item in body["lightcurves"]:
         dets = item["detections"]
         n = max(1, int(len(dets) * reps))
-        item["detections"] = [dets[i % len(dets)] | {"jd": dets[i % len(dets)]["jd"] + 400 * (i // len(dets))}
-                              for i in range(min(n, 20_000))]  # fmt: skip
+        item["detections"] = [
+            dets[i % len(dets)] | {"jd": dets[i % len(dets)]["jd"] + 400 * (i // len(dets))}
+            for i in range(min(n, 20_000))
+        ]
     return json.dumps(body).encode()
 
 
@@ -171,8 +173,9 @@ def cases(url: str) -> list[tuple[str, Callable[[httpx.Client], int | str]]]:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(24) as pool:
-            codes = list(pool.map(lambda _: httpx.get(f"{url}/v1/objects/{plot_id}/plot", timeout=300).status_code,
-                                  range(24)))  # fmt: skip
+            codes = list(
+                pool.map(lambda _: httpx.get(f"{url}/v1/objects/{plot_id}/plot", timeout=300).status_code, range(24))
+            )
         return ",".join(sorted(set(map(str, codes))))
 
     return [
@@ -221,8 +224,10 @@ EXTREMES = [
 def text_cases(url: str, c: httpx.Client) -> list[tuple[str, int]]:
     bad_cursors = [base64.urlsafe_b64encode(raw).decode() for raw in (b'[Infinity,"a"]', b"[0.5,{}]", b'[0.5,"\\u0000"]')]
     out = [("GET /v1/anomalies?class=%00", c.get(url + "/v1/anomalies?class=%00").status_code)]
-    out += [(f"cursor {base64.urlsafe_b64decode(k)!r}", c.get(url + "/v1/anomalies", params={"cursor": k}).status_code)
-            for k in bad_cursors]  # fmt: skip
+    out += [
+        (f"cursor {base64.urlsafe_b64decode(k)!r}", c.get(url + "/v1/anomalies", params={"cursor": k}).status_code)
+        for k in bad_cursors
+    ]
     return out
 
 
@@ -232,39 +237,61 @@ def run(db: str, url_db: str, work: Path) -> dict:
         from training.synthetic import SurveyConfig, generate_survey, write_parquet
 
         write_parquet(generate_survey(SurveyConfig(survey="ztf", n_objects=300, seed=5, min_detections=3)), demo)
-    env = {"RTF_DATABASE_URL": url_db, "RTF_INDEX_DIR": str(work / f"index-{db}"), "RTF_DEMO": "1",
-           "RTF_DEMO_FILE": str(demo), "RTF_API_KEY": KEY, "RTF_HEADER_TIMEOUT": "5", "RTF_BODY_TIMEOUT": "5",
-           "RTF_PRECISION": "fp32"}  # fmt: skip
+    env = {
+        "RTF_DATABASE_URL": url_db,
+        "RTF_INDEX_DIR": str(work / f"index-{db}"),
+        "RTF_DEMO": "1",
+        "RTF_DEMO_FILE": str(demo),
+        "RTF_API_KEY": KEY,
+        "RTF_HEADER_TIMEOUT": "5",
+        "RTF_BODY_TIMEOUT": "5",
+        "RTF_PRECISION": "fp32",
+    }
     report: dict = {"database": db, "cases": [], "text": [], "extremes": []}
     with Server(env) as srv, httpx.Client(timeout=300) as c:
         n = 20_000
-        lc = LightCurve.build("bench-20k", "ztf", 2459000.5 + np.arange(n) * 0.01, np.where(np.arange(n) % 2, "g", "r"),
-                              mag=18 + np.sin(np.arange(n) / 50), mag_err=np.full(n, 0.05))  # fmt: skip
+        lc = LightCurve.build(
+            "bench-20k",
+            "ztf",
+            2459000.5 + np.arange(n) * 0.01,
+            np.where(np.arange(n) % 2, "g", "r"),
+            mag=18 + np.sin(np.arange(n) / 50),
+            mag_err=np.full(n, 0.05),
+        )
         assert c.post(srv.url + "/v1/alerts", json=as_json([lc]), headers={"X-API-Key": KEY}).status_code == 200
         for name, fn in cases(srv.url):
             with Watch(srv.url, srv.proc.pid) as w:
                 t0 = time.perf_counter()
                 status = fn(c)
                 seconds = time.perf_counter() - t0
-            row = {"case": name, "status": status, "seconds": round(seconds, 2),
-                   "rss_main_mb": round((w.peak_main - w.base_main) / 2**20, 1),
-                   "rss_tree_mb": round((w.peak_tree - w.base_tree) / 2**20, 1),
-                   "healthz_worst_ms": round(w.worst_health * 1e3, 1)}  # fmt: skip
+            row = {
+                "case": name,
+                "status": status,
+                "seconds": round(seconds, 2),
+                "rss_main_mb": round((w.peak_main - w.base_main) / 2**20, 1),
+                "rss_tree_mb": round((w.peak_tree - w.base_tree) / 2**20, 1),
+                "healthz_worst_ms": round(w.worst_health * 1e3, 1),
+            }
             report["cases"].append(row)
             print(row, flush=True)
         report["text"] = text_cases(srv.url, c)
         for body in EXTREMES:
             oid = f"extreme-{uuid.uuid4().hex[:8]}"
-            r = c.post(srv.url + "/v1/alerts", json={"lightcurves": [body | {"object_id": oid}]},
-                       headers={"X-API-Key": KEY})  # fmt: skip
+            r = c.post(
+                srv.url + "/v1/alerts", json={"lightcurves": [body | {"object_id": oid}]}, headers={"X-API-Key": KEY}
+            )
             row = {"input": json.dumps(body)[:90], "status": r.status_code}
             if r.status_code == 200:
                 got = c.get(f"{srv.url}/v1/objects/{oid}")
                 lcj = got.json()["lightcurve"]
                 hit = c.post(srv.url + "/v1/search", json={"lightcurve": lcj, "k": 1}).json()["neighbors"][0]
                 again = c.post(srv.url + "/v1/alerts", json={"lightcurves": [lcj]}, headers={"X-API-Key": KEY})
-                row |= {"read_back": got.status_code, "finds_itself": hit["object_id"] == oid,
-                        "repost": again.status_code, "repost_new": again.json().get("new_alerts")}  # fmt: skip
+                row |= {
+                    "read_back": got.status_code,
+                    "finds_itself": hit["object_id"] == oid,
+                    "repost": again.status_code,
+                    "repost_new": again.json().get("new_alerts"),
+                }
             report["extremes"].append(row)
         log = srv.log()
     report["server_5xx"] = log.count('" 500') + log.count('" 502') + log.count('" 503')

@@ -46,8 +46,10 @@ def main() -> None:
             for start in range(0, len(lcs), a.batch):
                 catalog.ingest(lcs[start : start + a.batch])
             dt = time.perf_counter() - t0
-            print(f"{label:24s}: {len(lcs) / dt:7.0f} light curves/s, {n_alerts / dt:8.0f} alerts/s "
-                  f"({len(lcs)} light curves, {n_alerts} alerts, batches of {a.batch}, {url.split(':')[0]})")  # fmt: skip
+            print(
+                f"{label:24s}: {len(lcs) / dt:7.0f} light curves/s, {n_alerts / dt:8.0f} alerts/s "
+                f"({len(lcs)} light curves, {n_alerts} alerts, batches of {a.batch}, {url.split(':')[0]})"
+            )
     finally:
         catalog.close()
 

@@ -49,8 +49,13 @@ def encoder_rate(lcs: list, batch: int, threads: int) -> float:
 
 
 def http_rate(bodies: list[bytes], warm: bytes, n: int, url_db: str, tmp: Path, clients: int) -> float:
-    env = {"RTF_DATABASE_URL": url_db, "RTF_INDEX_DIR": str(tmp / "index"), "RTF_DEMO": "0",
-           "RTF_SYNC_INTERVAL": "0", "RTF_MAX_BODY_BYTES": str(64 * 2**20)}  # fmt: skip
+    env = {
+        "RTF_DATABASE_URL": url_db,
+        "RTF_INDEX_DIR": str(tmp / "index"),
+        "RTF_DEMO": "0",
+        "RTF_SYNC_INTERVAL": "0",
+        "RTF_MAX_BODY_BYTES": str(64 * 2**20),
+    }
     headers = {"Content-Type": "application/json"}
     with running_service(env, tmp / "server.log") as base, httpx.Client(timeout=600) as http:
 
@@ -78,12 +83,27 @@ def main() -> None:
 
     lcs = load(a)
     n_det = sum(len(lc) for lc in lcs)
-    bodies = [json.dumps({"lightcurves": [LightCurveIn.from_lightcurve(lc).model_dump(mode="json", exclude_none=True)
-                                          for lc in lcs[s : s + a.batch]]}).encode()
-              for s in range(0, len(lcs), a.batch)]  # fmt: skip
+    bodies = [
+        json.dumps(
+            {
+                "lightcurves": [
+                    LightCurveIn.from_lightcurve(lc).model_dump(mode="json", exclude_none=True)
+                    for lc in lcs[s : s + a.batch]
+                ]
+            }
+        ).encode()
+        for s in range(0, len(lcs), a.batch)
+    ]
     # warm-up: a full batch of other objects (so the body-decoding worker has started, as in a running service)
-    warm = json.dumps({"lightcurves": [LightCurveIn.from_lightcurve(lc).model_dump(mode="json", exclude_none=True)
-                                       | {"object_id": f"warm-up-{i}"} for i, lc in enumerate(lcs[: a.batch])]}).encode()  # fmt: skip
+    warm = json.dumps(
+        {
+            "lightcurves": [
+                LightCurveIn.from_lightcurve(lc).model_dump(mode="json", exclude_none=True)
+                | {"object_id": f"warm-up-{i}"}
+                for i, lc in enumerate(lcs[: a.batch])
+            ]
+        }
+    ).encode()
     tmp = Path(tempfile.mkdtemp(prefix="rtf-bench-"))
     enc = encoder_rate(lcs, a.batch, a.threads)
     http = http_rate(bodies, warm, len(lcs), a.database_url or f"sqlite:///{tmp / 'rtf.db'}", tmp, a.clients)

@@ -59,8 +59,13 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "training.synthetic.cli", "--survey", "ztf", "--n", str(a.n), "--seed",
                     "2026", "--min-detections", "3", "--out", str(demo)], cwd=ROOT, check=True,
                    capture_output=True)  # fmt: skip
-    env = {"RTF_DATABASE_URL": f"sqlite:///{work / 'rtf.db'}", "RTF_INDEX_DIR": str(work / "index"),
-           "RTF_DEMO": "1", "RTF_DEMO_FILE": str(demo), "RTF_CACHE_DIR": str(work / "cache")}  # fmt: skip
+    env = {
+        "RTF_DATABASE_URL": f"sqlite:///{work / 'rtf.db'}",
+        "RTF_INDEX_DIR": str(work / "index"),
+        "RTF_DEMO": "1",
+        "RTF_DEMO_FILE": str(demo),
+        "RTF_CACHE_DIR": str(work / "cache"),
+    }
     with service_process(env | {"RTF_PRECISION": "onnx"}, work / "seed.log"):
         pass  # the demo is ingested before the service answers /readyz
     print(f"| precision | libtorch mapped | RSS idle (MB) | RSS after use (MB) |  ({a.n} objects)")

@@ -98,8 +98,11 @@ def main() -> None:
         ready = httpx.get(srv.url + "/readyz").json()
         with sqlite3.connect(a.workdir / "rtf.db") as db:
             ids = [r[0] for r in db.execute("SELECT object_id FROM objects ORDER BY random() LIMIT 5000")]
-        res = {"readyz": ready, "unfiltered": measure(srv, ids, a.requests, a.warmup, None),
-               "class=SNcc": measure(srv, ids, a.requests, a.warmup, "SNcc")}  # fmt: skip
+        res = {
+            "readyz": ready,
+            "unfiltered": measure(srv, ids, a.requests, a.warmup, None),
+            "class=SNcc": measure(srv, ids, a.requests, a.warmup, "SNcc"),
+        }
     print(json.dumps(res, indent=2))
     print("\n| query | n | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|")
     for name in ("unfiltered", "class=SNcc"):

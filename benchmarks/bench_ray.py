@@ -55,10 +55,17 @@ def archive(work: Path, n: int, files: int, cpus: int) -> dict:
     ray_s = time.perf_counter() - t
     got = sum(t.num_rows for t in dist.iter_shards(out))
     assert got == done, (got, done)
-    return {"light_curves": done, "precision": enc.precision, "encoder_load_s": round(load_s, 1),
-            "inprocess_s": round(inproc_s, 1), "inprocess_per_s": round(done / inproc_s),
-            "ray_init_s": round(init_s, 1), "ray_s": round(ray_s, 1), "ray_per_s": round(done / ray_s),
-            "ratio": round(inproc_s / ray_s, 2)}  # fmt: skip
+    return {
+        "light_curves": done,
+        "precision": enc.precision,
+        "encoder_load_s": round(load_s, 1),
+        "inprocess_s": round(inproc_s, 1),
+        "inprocess_per_s": round(done / inproc_s),
+        "ray_init_s": round(init_s, 1),
+        "ray_s": round(ray_s, 1),
+        "ray_per_s": round(done / ray_s),
+        "ratio": round(inproc_s / ray_s, 2),
+    }
 
 
 def store(work: Path, n: int, cpus: int) -> dict:
@@ -69,8 +76,14 @@ def store(work: Path, n: int, cpus: int) -> dict:
     from training.variants import jittered_checkpoint
 
     db = work / "rtf.db"
-    settings = Settings(database_url=f"sqlite:///{db}", index_dir=work / "index", sync_interval=0, demo=False,
-                        cache_dir=work / "cache", threads=cpus)  # fmt: skip
+    settings = Settings(
+        database_url=f"sqlite:///{db}",
+        index_dir=work / "index",
+        sync_interval=0,
+        demo=False,
+        cache_dir=work / "cache",
+        threads=cpus,
+    )
     catalog = Catalog.open(settings)
     lcs = generate_survey(SurveyConfig(survey="ztf", n_objects=n, seed=2029, min_detections=3))
     for s in range(0, len(lcs), 1000):

@@ -116,8 +116,10 @@ def main() -> None:
     print(f"re-encode of {len(ids)} objects with --activate: {seconds:.0f} s ({len(ids) / seconds:.0f} objects/s)")
     for name, xs in samples.items():
         ms = np.array(xs) * 1e3
-        print(f"neighbours {name:6s}: {len(ms):5d} queries, p50 {np.percentile(ms, 50):6.1f} ms, "
-              f"p99 {np.percentile(ms, 99):6.1f} ms, errors {errors[name]}, answered by {sorted(served[name])}")  # fmt: skip
+        print(
+            f"neighbours {name:6s}: {len(ms):5d} queries, p50 {np.percentile(ms, 50):6.1f} ms, "
+            f"p99 {np.percentile(ms, 99):6.1f} ms, errors {errors[name]}, answered by {sorted(served[name])}"
+        )
     print(f"(the other version is {other})")
 
 

@@ -43,8 +43,11 @@ def paired(indexes: dict, q: np.ndarray, gt: np.ndarray, pos: dict[str, int], k:
     out = {}
     for name in indexes:
         ms = np.array(lat[name]) * 1e3
-        out[name] = {"recall@10": round(hits[name] / (len(q) * k), 4), "p50_ms": round(float(np.percentile(ms, 50)), 3),
-                     "p99_ms": round(float(np.percentile(ms, 99)), 3)}  # fmt: skip
+        out[name] = {
+            "recall@10": round(hits[name] / (len(q) * k), 4),
+            "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        }
     return out
 
 
@@ -88,8 +91,14 @@ def main() -> None:
         ray.init(include_dashboard=False, log_to_driver=False)
         cfg = dataclasses.replace(cfg, omp_threads=1)
     t = time.perf_counter()
-    sh = ShardedIndex(x.shape[1], a.shards, cfg, backend=a.backend,
-                      ray_options={"num_cpus": 0} if a.backend == "ray" else None, parallel=True)  # fmt: skip
+    sh = ShardedIndex(
+        x.shape[1],
+        a.shards,
+        cfg,
+        backend=a.backend,
+        ray_options={"num_cpus": 0} if a.backend == "ray" else None,
+        parallel=True,
+    )
     sh.build(ids, x, labels=labels)
     out["sharded_build_s"] = round(time.perf_counter() - t, 1)
     serial = ShardedIndex.__new__(ShardedIndex)  # the same shards, searched one after the other in this thread
@@ -113,8 +122,13 @@ def main() -> None:
             if r and r["recall@10"] >= row["single"]["recall@10"]:
                 ratio = r["p99_ms"] / row["single"]["p99_ms"]
                 if best is None or ratio < best["p99_ratio"]:
-                    best = {"ef_per_shard": row["ef_per_shard"], "fan_out": name, "recall@10": r["recall@10"],
-                            "single_recall@10": row["single"]["recall@10"], "p99_ratio": round(ratio, 2)}  # fmt: skip
+                    best = {
+                        "ef_per_shard": row["ef_per_shard"],
+                        "fan_out": name,
+                        "recall@10": r["recall@10"],
+                        "single_recall@10": row["single"]["recall@10"],
+                        "p99_ratio": round(ratio, 2),
+                    }
     out["verdict"] = best
     print(json.dumps(out, indent=1))
     sh.close()
@@ -136,8 +150,13 @@ def codecs(n: int, nq: int) -> None:
 
     rows = []
     nlist = int(min(4096, 4 * np.sqrt(n)))
-    for name, factory in [("flat", "Flat"), ("sq8", "SQ8"), ("pq32 (8 bit)", "PQ32"), ("pq16 (8 bit)", "PQ16"),
-                          (f"ivf{nlist},pq32 + refine100", f"IVF{nlist},PQ32")]:  # fmt: skip
+    for name, factory in [
+        ("flat", "Flat"),
+        ("sq8", "SQ8"),
+        ("pq32 (8 bit)", "PQ32"),
+        ("pq16 (8 bit)", "PQ16"),
+        (f"ivf{nlist},pq32 + refine100", f"IVF{nlist},PQ32"),
+    ]:
         t = time.perf_counter()
         ix = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
         if not ix.is_trained:
@@ -148,8 +167,14 @@ def codecs(n: int, nq: int) -> None:
             faiss.extract_index_ivf(ix).nprobe = 64
             ix = faiss.IndexRefineFlat(ix, faiss.swig_ptr(x))
             ix.k_factor = 10
-        rows.append({"codec": name, "bytes_per_vector": int(code), "recall@10": recall(ix),
-                     "build_s": round(time.perf_counter() - t, 1)})  # fmt: skip
+        rows.append(
+            {
+                "codec": name,
+                "bytes_per_vector": int(code),
+                "recall@10": recall(ix),
+                "build_s": round(time.perf_counter() - t, 1),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
 
 

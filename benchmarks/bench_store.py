@@ -35,10 +35,22 @@ def batches(n_objects: int, alerts_per: int, batch: int, dim: int, seed: int = 0
             oid = f"ZTF{i:09d}"
             jd = 2460000.0 + np.sort(rng.uniform(0, 100, alerts_per))
             objs.append(ObjectState(oid, survey="ztf", ra=float(rng.uniform(0, 360)), dec=float(rng.uniform(-30, 90))))
-            histories[oid] = History(jd, np.arange(alerts_per, dtype=np.uint8) % 2, np.full(alerts_per, 1e3),
-                                     np.full(alerts_per, 30.0), ("g", "r"))  # fmt: skip
-            fps.append(FingerprintRow(oid, rng.standard_normal(dim).astype(np.float32), CLASSES[i % 7],
-                                      {c: 1 / 7 for c in CLASSES}, float(rng.random())))  # fmt: skip
+            histories[oid] = History(
+                jd,
+                np.arange(alerts_per, dtype=np.uint8) % 2,
+                np.full(alerts_per, 1e3),
+                np.full(alerts_per, 30.0),
+                ("g", "r"),
+            )
+            fps.append(
+                FingerprintRow(
+                    oid,
+                    rng.standard_normal(dim).astype(np.float32),
+                    CLASSES[i % 7],
+                    {c: 1 / 7 for c in CLASSES},
+                    float(rng.random()),
+                )
+            )
         yield IngestBatch(objs, histories, "bench", fps)
 
 

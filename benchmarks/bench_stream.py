@@ -67,9 +67,18 @@ def thirty_days_before(lc, jd: float):
 
     det = (lc.time <= jd) & (lc.time >= jd - 30)
     ul = (lc.ul_time <= jd) & (lc.ul_time >= jd - 30)
-    return replace(lc, time=lc.time[det], band=lc.band[det], flux=lc.flux[det], flux_err=lc.flux_err[det],
-                   meta=None if lc.meta is None else lc.meta[det], ul_time=lc.ul_time[ul], ul_band=lc.ul_band[ul],
-                   ul_mag=lc.ul_mag[ul], alert_id=None if lc.alert_id is None else lc.alert_id[det])  # fmt: skip
+    return replace(
+        lc,
+        time=lc.time[det],
+        band=lc.band[det],
+        flux=lc.flux[det],
+        flux_err=lc.flux_err[det],
+        meta=None if lc.meta is None else lc.meta[det],
+        ul_time=lc.ul_time[ul],
+        ul_band=lc.ul_band[ul],
+        ul_mag=lc.ul_mag[ul],
+        alert_id=None if lc.alert_id is None else lc.alert_id[det],
+    )
 
 
 def stored_rows(url: str) -> int:
@@ -106,8 +115,10 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=600.0)
     p.add_argument("--max-backlog", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--admin-url", default=os.environ.get("RTF_TEST_POSTGRES_URL",
-                                                         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))  # fmt: skip
+    p.add_argument(
+        "--admin-url",
+        default=os.environ.get("RTF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
+    )
     a = p.parse_args()
     import confluent_kafka
 
@@ -159,8 +170,10 @@ def main() -> None:
                         sent += room
                     time.sleep(0.1)
             drain = time.perf_counter() - t0
-            print(f"burst: {len(burst)} alerts ({sizes.mean() / 1e3:.1f} KB each on average) stored in {drain:.1f} s "
-                  f"= {len(burst) / drain:.0f} alerts/s ({len(burst) / drain * 60:.0f} a minute)")  # fmt: skip
+            print(
+                f"burst: {len(burst)} alerts ({sizes.mean() / 1e3:.1f} KB each on average) stored in {drain:.1f} s "
+                f"= {len(burst) / drain:.0f} alerts/s ({len(burst) / drain * 60:.0f} a minute)"
+            )
             # ---- sustained
             if steady:
                 base, t0, sent, worst = progress.committed(), time.perf_counter(), 0, 0
@@ -181,9 +194,11 @@ def main() -> None:
                     while progress.committed() - base < len(steady):
                         time.sleep(0.2)
                     total = time.perf_counter() - t0
-                print(f"sustained: {len(steady)} alerts produced at {len(steady) / produced_in:.0f} alerts/s for "
-                      f"{produced_in:.0f} s, all stored {total - produced_in:.1f} s after the last was produced "
-                      f"({len(steady) / total:.0f} alerts/s overall); largest backlog seen {worst} alerts")  # fmt: skip
+                print(
+                    f"sustained: {len(steady)} alerts produced at {len(steady) / produced_in:.0f} alerts/s for "
+                    f"{produced_in:.0f} s, all stored {total - produced_in:.1f} s after the last was produced "
+                    f"({len(steady) / total:.0f} alerts/s overall); largest backlog seen {worst} alerts"
+                )
             print(f"detections in SQL: {stored_rows(url)}")
         finally:
             proc.send_signal(signal.SIGTERM)

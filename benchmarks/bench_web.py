@@ -77,8 +77,11 @@ def object_views(browser, url: str, ids: list[str]) -> tuple[list[float], list[f
     page.wait_for_selector("#list tbody tr")
     rendered, complete = [], []
     for oid in ids:
-        t0 = page.evaluate("id => { performance.clearMarks(); const t = performance.now();"
-                           " location.hash = '#/object/' + encodeURIComponent(id); return t; }", oid)  # fmt: skip
+        t0 = page.evaluate(
+            "id => { performance.clearMarks(); const t = performance.now();"
+            " location.hash = '#/object/' + encodeURIComponent(id); return t; }",
+            oid,
+        )
         page.wait_for_function(HAS_MARK, arg="rtf:sparklines")
         rendered.append(page.evaluate(MARK, "rtf:object") - t0)
         complete.append(page.evaluate(MARK, "rtf:sparklines") - t0)
@@ -129,8 +132,10 @@ def main() -> None:
         sizes = {"/": len(httpx.get(srv.url + "/").content)}
         sizes |= {f"/static/{n}": len(httpx.get(f"{srv.url}/static/{n}").content) for n in ("app.js", "style.css")}
         with sqlite3.connect(a.workdir / "rtf.db") as db:
-            ids = [r[0] for r in db.execute("SELECT object_id FROM objects ORDER BY random() LIMIT ?",
-                                            (a.objects + a.links,))]  # fmt: skip
+            ids = [
+                r[0]
+                for r in db.execute("SELECT object_id FROM objects ORDER BY random() LIMIT ?", (a.objects + a.links,))
+            ]
         random.Random(5).shuffle(ids)
         browser = p.chromium.launch(executable_path=a.chromium, args=["--no-sandbox", "--disable-gpu"])
         try:
@@ -139,10 +144,16 @@ def main() -> None:
             links = object_links(browser, srv.url, ids[a.objects :])
         finally:
             browser.close()
-    res = {"readyz": ready, "bytes": sizes, "list_rows": rows,
-           "first load of / (cold cache)": stats(cold), "/ reloaded (warm cache)": stats(warm),
-           "object page from the list": stats(rendered), "object page + neighbour sparklines": stats(complete),
-           "object page from a link (cold)": stats(links)}  # fmt: skip
+    res = {
+        "readyz": ready,
+        "bytes": sizes,
+        "list_rows": rows,
+        "first load of / (cold cache)": stats(cold),
+        "/ reloaded (warm cache)": stats(warm),
+        "object page from the list": stats(rendered),
+        "object page + neighbour sparklines": stats(complete),
+        "object page from a link (cold)": stats(links),
+    }
     print(json.dumps(res, indent=2))
     print(f"\n{ready['objects']:,} objects; page {sum(sizes.values()):,} bytes ({sizes})")
     print("\n| view | n | p50 ms | p95 ms | max ms |\n|---|---:|---:|---:|---:|")

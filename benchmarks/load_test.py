@@ -64,8 +64,10 @@ class Load:
         elif kind == "neighbors":
             r = client.get(f"/v1/objects/{oid}/neighbors", params={"k": 10})
         else:  # new objects each time: the ingest path re-encodes and writes SQL + index
-            lcs = [dataclasses.replace(self.raw_pool[(pick + i) % len(self.raw_pool)], object_id=f"load-{n}-{i}")
-                   for i in range(self.alerts_batch)]  # fmt: skip
+            lcs = [
+                dataclasses.replace(self.raw_pool[(pick + i) % len(self.raw_pool)], object_id=f"load-{n}-{i}")
+                for i in range(self.alerts_batch)
+            ]
             r = client.post("/v1/alerts", json=as_json(lcs))
         return r.status_code, r.text[:200]
 
@@ -165,9 +167,17 @@ def main(argv: list[str] | None = None) -> int:
         demo = tmp / "demo.parquet"
         print(f"making a {args.demo_n}-object demo catalogue ...", file=sys.stderr)
         write_parquet(synth_lightcurves(args.demo_n, seed=args.seed), demo)
-        srv = Server({"RTF_DATABASE_URL": f"sqlite:///{tmp / 'rtf.db'}", "RTF_INDEX_DIR": str(tmp / "index"),
-                      "RTF_DEMO": "1", "RTF_DEMO_FILE": str(demo), "RTF_THREADS": str(args.threads)},
-                     log_path=tmp / "server.log", ready_timeout=600)  # fmt: skip
+        srv = Server(
+            {
+                "RTF_DATABASE_URL": f"sqlite:///{tmp / 'rtf.db'}",
+                "RTF_INDEX_DIR": str(tmp / "index"),
+                "RTF_DEMO": "1",
+                "RTF_DEMO_FILE": str(demo),
+                "RTF_THREADS": str(args.threads),
+            },
+            log_path=tmp / "server.log",
+            ready_timeout=600,
+        )
         srv.start()
         url = srv.url
     try:
@@ -180,38 +190,72 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for kind in MIX:
             xs = load.lat.get(kind, [])
-            rows.append({"endpoint": kind, "requests": len(xs), "rps": len(xs) / wall, "p50_ms": pct(xs, 50),
-                         "p99_ms": pct(xs, 99), "max_ms": pct(xs, 100), "errors": load.errors.get(kind, 0)})  # fmt: skip
+            rows.append(
+                {
+                    "endpoint": kind,
+                    "requests": len(xs),
+                    "rps": len(xs) / wall,
+                    "p50_ms": pct(xs, 50),
+                    "p99_ms": pct(xs, 99),
+                    "max_ms": pct(xs, 100),
+                    "errors": load.errors.get(kind, 0),
+                }
+            )
         probe = single_request_latency(url, load, args.latency_requests)
         single = {k: {"p50_ms": pct(v, 50), "p99_ms": pct(v, 99), "n": len(v)} for k, v in probe.items()}
 
-        print(f"\nmixed load: {total} requests in {wall:.1f} s at concurrency {args.concurrency}: "
-              f"{total / wall:.1f} req/s, {n_err} errors\n")  # fmt: skip
+        print(
+            f"\nmixed load: {total} requests in {wall:.1f} s at concurrency {args.concurrency}: "
+            f"{total / wall:.1f} req/s, {n_err} errors\n"
+        )
         print("| endpoint | requests | req/s | p50 ms | p99 ms | max ms | errors |")
         print("|---|---:|---:|---:|---:|---:|---:|")
-        names = {"fingerprints": "POST /v1/fingerprints (1 LC)", "neighbors": "GET /v1/objects/{id}/neighbors k=10",
-                 "alerts": f"POST /v1/alerts ({args.alerts_batch} new LCs)", "classify": "POST /v1/classify (1 LC)"}  # fmt: skip
+        names = {
+            "fingerprints": "POST /v1/fingerprints (1 LC)",
+            "neighbors": "GET /v1/objects/{id}/neighbors k=10",
+            "alerts": f"POST /v1/alerts ({args.alerts_batch} new LCs)",
+            "classify": "POST /v1/classify (1 LC)",
+        }
         for r in rows:
-            print(f"| {names[r['endpoint']]} | {r['requests']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | "
-                  f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['errors']} |")  # fmt: skip
+            print(
+                f"| {names[r['endpoint']]} | {r['requests']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | "
+                f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['errors']} |"
+            )
         print(f"| **all** | {total} | {total / wall:.1f} | | | | {n_err} |")
         print("\nsingle request, one client, sequential:\n")
         print("| request | n | p50 ms | p99 ms | target p99 |")
         print("|---|---:|---:|---:|---:|")
-        print(f"| encode: POST /v1/fingerprints (1 LC) | {single['encode']['n']} | {single['encode']['p50_ms']:.1f} | "
-              f"{single['encode']['p99_ms']:.1f} | <= {TARGETS_MS['encode p99']:.0f} |")  # fmt: skip
+        print(
+            f"| encode: POST /v1/fingerprints (1 LC) | {single['encode']['n']} | {single['encode']['p50_ms']:.1f} | "
+            f"{single['encode']['p99_ms']:.1f} | <= {TARGETS_MS['encode p99']:.0f} |"
+        )
         for part in ("short", "long"):
             st = single[f"encode_{part}"]
-            print(f"| encode, {part} (<= / > {LONG_DETECTIONS} detections) | {st['n']} | {st['p50_ms']:.1f} | "
-                  f"{st['p99_ms']:.1f} | |")  # fmt: skip
-        print(f"| GET /v1/objects/{{id}}/neighbors k=10 | {single['neighbors']['n']} | "
-              f"{single['neighbors']['p50_ms']:.1f} | {single['neighbors']['p99_ms']:.1f} | "
-              f"<= {TARGETS_MS['neighbors p99']:.0f} |")  # fmt: skip
+            print(
+                f"| encode, {part} (<= / > {LONG_DETECTIONS} detections) | {st['n']} | {st['p50_ms']:.1f} | "
+                f"{st['p99_ms']:.1f} | |"
+            )
+        print(
+            f"| GET /v1/objects/{{id}}/neighbors k=10 | {single['neighbors']['n']} | "
+            f"{single['neighbors']['p50_ms']:.1f} | {single['neighbors']['p99_ms']:.1f} | "
+            f"<= {TARGETS_MS['neighbors p99']:.0f} |"
+        )
         for s in load.error_samples:
             print("error:", s, file=sys.stderr)
         if args.json:
-            args.json.write_text(json.dumps({"wall_s": wall, "concurrency": args.concurrency, "rows": rows,
-                                             "single": single, "errors": n_err, "catalogue": len(ids)}, indent=1))  # fmt: skip
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "wall_s": wall,
+                        "concurrency": args.concurrency,
+                        "rows": rows,
+                        "single": single,
+                        "errors": n_err,
+                        "catalogue": len(ids),
+                    },
+                    indent=1,
+                )
+            )
         return 1 if n_err else 0
     finally:
         if srv is not None:

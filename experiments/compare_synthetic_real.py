@@ -59,9 +59,14 @@ def load_real(path: Path) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.nda
 
 def load_synthetic(n_per_class: int, seed: int, max_peak_mag: float) -> dict[str, list]:
     cfg = SurveyConfig(
-        survey="ztf", n_objects=n_per_class * len(CLASSES), class_weights={c: 1.0 for c in CLASSES}, seed=seed,
-        min_detections=2, max_peak_mag=max_peak_mag, with_metadata=False,
-    )  # fmt: skip
+        survey="ztf",
+        n_objects=n_per_class * len(CLASSES),
+        class_weights={c: 1.0 for c in CLASSES},
+        seed=seed,
+        min_detections=2,
+        max_peak_mag=max_peak_mag,
+        with_metadata=False,
+    )
     t = time.perf_counter()
     lcs = generate_survey(cfg)
     dt = time.perf_counter() - t
@@ -73,8 +78,13 @@ def load_synthetic(n_per_class: int, seed: int, max_peak_mag: float) -> dict[str
 
 
 def stats_table(syn: dict[str, list], real: dict[str, list]) -> str:
-    keys = [("n_det", "detections", 0), ("duration", "duration (d)", 0), ("amplitude", "amplitude (mag)", 2),
-            ("peak_mag", "peak mag", 2), ("g_r_peak", "g-r at peak", 2)]  # fmt: skip
+    keys = [
+        ("n_det", "detections", 0),
+        ("duration", "duration (d)", 0),
+        ("amplitude", "amplitude (mag)", 2),
+        ("peak_mag", "peak mag", 2),
+        ("g_r_peak", "g-r at peak", 2),
+    ]
     head = "| class | N (syn / real) | " + " | ".join(k[1] for k in keys) + " |"
     lines = [head, "|" + "---|" * (len(keys) + 2)]
 
@@ -120,8 +130,15 @@ def plot(syn: dict[str, list], real: dict[str, list], path: Path, per_class: int
                 ax = axes[i, side * per_class + j]
                 ax.tick_params(labelsize=7)
                 if j >= len(pick):
-                    ax.text(0.5, 0.5, "no real object" if side else "–", ha="center", va="center", fontsize=8,
-                            transform=ax.transAxes)  # fmt: skip
+                    ax.text(
+                        0.5,
+                        0.5,
+                        "no real object" if side else "–",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        transform=ax.transAxes,
+                    )
                     ax.set_xticks([])
                     ax.set_yticks([])
                     continue

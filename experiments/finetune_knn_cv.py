@@ -97,11 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-class", type=int, default=150, help="repeat rare classes up to this many light curves")
     ap.add_argument("--early-copies", action="store_true", help="add each labelled curve's first 30 days")
     ap.add_argument("--reobserve", action="store_true", help="rare-class copies are re-observations, not duplicates")
-    ap.add_argument("--extra-labelled", nargs="+", default=[], metavar="SOURCE",
-                    help="labelled light curves from other sources (not BTS objects) added to the fine-tuning")  # fmt: skip
+    ap.add_argument(
+        "--extra-labelled",
+        nargs="+",
+        default=[],
+        metavar="SOURCE",
+        help="labelled light curves from other sources (not BTS objects) added to the fine-tuning",
+    )
     ap.add_argument("--seed", type=int, default=0, help="fold split and training seed")
-    ap.add_argument("--posterior-weight", type=float,
-                    help="also score fingerprint (unit) + this weight x the fine-class probabilities")  # fmt: skip
+    ap.add_argument(
+        "--posterior-weight",
+        type=float,
+        help="also score fingerprint (unit) + this weight x the fine-class probabilities",
+    )
     args = ap.parse_args(argv)
 
     every = read_bts_parquet(args.data)
@@ -121,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         tuned_names += [f"{n} + {args.posterior_weight:g} x class probabilities" for n in tuned_names]
     hits = {name: {v: np.full(len(lcs), np.nan) for v in views} for name in ["default", *tuned_names]}
     default = Encoder.load(args.checkpoint)  # the same fingerprints for every fold: encode once
-    default_hits = {v: metrics.same_class_hits(default.encode(view_lcs).vectors, labels, K, "cosine")
-                    for v, view_lcs in views.items()}  # fmt: skip
+    default_hits = {
+        v: metrics.same_class_hits(default.encode(view_lcs).vectors, labels, K, "cosine")
+        for v, view_lcs in views.items()
+    }
     for f, (_, test) in enumerate(folds):
         if args.only_fold is not None and f != args.only_fold:
             continue
@@ -165,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         res.setdefault("physics features + LDA (other folds' labels)", {})[v] = metrics.supervised_precision_at_k(
             x, labels, K, folds=args.folds, seed=args.seed
         )
-    print(f"\nsame-class precision@{K}, macro over classes; queries: {done.sum()} objects of "
-          f"{'all folds' if done.all() else 'fold ' + str(args.only_fold)}\n")  # fmt: skip
+    print(
+        f"\nsame-class precision@{K}, macro over classes; queries: {done.sum()} objects of "
+        f"{'all folds' if done.all() else 'fold ' + str(args.only_fold)}\n"
+    )
     print("| representation | full | first 30 days |\n|---|---|---|")
     for name, r in res.items():
         print(f"| {name} | {r['full'][0]:.3f} | {r['first 30 days'][0]:.3f} |")

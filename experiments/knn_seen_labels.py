@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     labels = np.array([lc.label for lc in lcs])
     labelled = [lc for lc in every if lc.label]
     early = metrics.first_days(labelled)
-    labelled += [replace(e, object_id=f"{e.object_id}@30d") for e, lc in zip(early, labelled, strict=True)
-                 if len(e) < len(lc)]  # fmt: skip
+    labelled += [
+        replace(e, object_id=f"{e.object_id}@30d") for e, lc in zip(early, labelled, strict=True) if len(e) < len(lc)
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     write_lightcurves_parquet(balanced(labelled, args.per_class), args.out / "labelled.parquet")
     if not (args.out / "model" / "model.pt").exists():

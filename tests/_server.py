@@ -46,8 +46,16 @@ def as_json(lcs) -> dict:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], *, port: int | None = None, log_path: Path | None = None,
-                 ready_timeout: float = 180.0, cwd: Path = ROOT, script: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        port: int | None = None,
+        log_path: Path | None = None,
+        ready_timeout: float = 180.0,
+        cwd: Path = ROOT,
+        script: str | None = None,
+    ):
         self.env = {k: str(v) for k, v in env.items()}
         self.script = script  # e.g. "scripts/serve.sh": run it (with RTF_HOST/RTF_PORT) instead of app.server
         self.cwd = cwd  # the checkout whose app runs (benchmarks/ab_latency.py compares two)
@@ -73,8 +81,12 @@ class Server:
         try:
             self.proc = subprocess.Popen(
                 [*command, "--log-level", "info"],
-                cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                cwd=self.cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             log.close()
         if wait:

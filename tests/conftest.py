@@ -76,8 +76,15 @@ def make_settings(tmp_path_factory, demo_file):
 
     def make(database_url: str, **kw) -> Settings:
         # precision "onnx": the path "auto" takes on these machines, without timing it at every start
-        base = dict(database_url=database_url, index_dir=tmp_path_factory.mktemp("index"), demo=True,
-                    demo_file=demo_file, threads=1, index_save_every=100, precision="onnx")  # fmt: skip
+        base = dict(
+            database_url=database_url,
+            index_dir=tmp_path_factory.mktemp("index"),
+            demo=True,
+            demo_file=demo_file,
+            threads=1,
+            index_save_every=100,
+            precision="onnx",
+        )
         return Settings(**(base | kw))
 
     return make

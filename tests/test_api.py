@@ -179,10 +179,21 @@ def test_a_checkpoint_with_a_posterior_weight_serves_and_searches_its_longer_fin
     from encoder.taxonomy import FINE_CLASSES
     from training.train import TrainConfig, train
 
-    model = ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.0, max_len=32, latent_dim=8,
-                        posterior_weight=1.0)  # fmt: skip
-    train(TrainConfig(data=["synthetic:ztf:90:3"], out=str(tmp_path / "run"), model=model, gp_fit=False, epochs=1,
-                      batch_size=16, workers=1, threads=1))  # fmt: skip
+    model = ModelConfig(
+        d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.0, max_len=32, latent_dim=8, posterior_weight=1.0
+    )
+    train(
+        TrainConfig(
+            data=["synthetic:ztf:90:3"],
+            out=str(tmp_path / "run"),
+            model=model,
+            gp_fit=False,
+            epochs=1,
+            batch_size=16,
+            workers=1,
+            threads=1,
+        )
+    )
     settings = make_settings(f"sqlite:///{tmp_path / 'p.db'}", checkpoint=tmp_path / "run" / "model.pt")
     dim = 8 + len(FINE_CLASSES)
     with TestClient(create_app(settings)) as c:

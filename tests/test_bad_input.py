@@ -412,14 +412,25 @@ def test_api_key_guards_every_write_and_only_writes(make_settings, tmp_path):
         spec = c.get("/openapi.json").json()
         posts = [p for p, ops in spec["paths"].items() if "post" in ops]
         assert not [p for p, ops in spec["paths"].items() if {"put", "patch"} & set(ops)]
-        assert {p for p, ops in spec["paths"].items() if "delete" in ops} == {"/v1/models/{version}",
-                                                                             "/v1/objects/{object_id}"}  # fmt: skip
-        assert set(posts) == {"/v1/alerts", "/v1/fingerprints", "/v1/classify", "/v1/search", "/v1/neighbors",
-                              "/v1/models/{version}/activate"}  # fmt: skip
+        assert {p for p, ops in spec["paths"].items() if "delete" in ops} == {
+            "/v1/models/{version}",
+            "/v1/objects/{object_id}",
+        }
+        assert set(posts) == {
+            "/v1/alerts",
+            "/v1/fingerprints",
+            "/v1/classify",
+            "/v1/search",
+            "/v1/neighbors",
+            "/v1/models/{version}/activate",
+        }
         version = c.get("/v1/models").json()["models"][0]["version"]
         victim = _some_object(c)
-        for method, path in (("post", f"/v1/models/{version}/activate"), ("delete", f"/v1/models/{version}"),
-                             ("delete", f"/v1/objects/{victim}")):  # fmt: skip
+        for method, path in (
+            ("post", f"/v1/models/{version}/activate"),
+            ("delete", f"/v1/models/{version}"),
+            ("delete", f"/v1/objects/{victim}"),
+        ):
             for headers in ({}, {"X-API-Key": "wrong"}):
                 r = getattr(c, method)(path, headers=headers)
                 assert r.status_code == 401, (method, path, r.text)
@@ -443,8 +454,16 @@ def test_api_key_guards_every_write_and_only_writes(make_settings, tmp_path):
                 payload = {"object_ids": [unquote(_some_object(c))], "k": 3}
             assert c.post(path, json=payload).status_code == 200, path
         oid = _some_object(c)
-        for path in ("/v1/models", "/v1/anomalies", f"/v1/objects/{oid}", f"/v1/objects/{oid}/neighbors",
-                     f"/v1/objects/{oid}/plot", "/healthz", "/readyz", "/metrics"):  # fmt: skip
+        for path in (
+            "/v1/models",
+            "/v1/anomalies",
+            f"/v1/objects/{oid}",
+            f"/v1/objects/{oid}/neighbors",
+            f"/v1/objects/{oid}/plot",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ):
             assert c.get(path).status_code == 200, path
         assert _counts(c) == before
         assert c.get(f"/v1/objects/{new.object_id}").status_code == 404
@@ -463,9 +482,13 @@ def test_a_read_key_guards_the_expensive_reads_only(make_settings, tmp_path):
     with TestClient(create_app(settings)) as c:
         body = as_json(synth_lightcurves(1, seed=9393))
         oid = _some_object(c)
-        expensive = [("post", "/v1/fingerprints", body), ("post", "/v1/classify", body),
-                     ("post", "/v1/search", {"lightcurve": body["lightcurves"][0], "k": 3}),
-                     ("get", f"/v1/objects/{oid}/plot", None), ("get", "/v1/export/fingerprints", None)]  # fmt: skip
+        expensive = [
+            ("post", "/v1/fingerprints", body),
+            ("post", "/v1/classify", body),
+            ("post", "/v1/search", {"lightcurve": body["lightcurves"][0], "k": 3}),
+            ("get", f"/v1/objects/{oid}/plot", None),
+            ("get", "/v1/export/fingerprints", None),
+        ]
         for method, path, payload in expensive:
             kw = {"json": payload} if payload else {}
             for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": read[:-1]}):
@@ -485,8 +508,13 @@ def test_the_api_key_never_reaches_the_logs(tmp_path, demo_file):
     from _server import Server
 
     key = "sk-" + secrets.token_hex(24)
-    env = {"RTF_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}", "RTF_INDEX_DIR": str(tmp_path / "index"),
-           "RTF_API_KEY": key, "RTF_DEMO": "1", "RTF_DEMO_FILE": str(demo_file)}  # fmt: skip
+    env = {
+        "RTF_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}",
+        "RTF_INDEX_DIR": str(tmp_path / "index"),
+        "RTF_API_KEY": key,
+        "RTF_DEMO": "1",
+        "RTF_DEMO_FILE": str(demo_file),
+    }
     body = as_json(synth_lightcurves(2, seed=9292))
     with Server(env) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
         for wrong in ("nope", key[:-1], key[::-1]):

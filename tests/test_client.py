@@ -33,14 +33,33 @@ from tests._server import ROOT, Server
 
 API_KEY = "client-test-key-0123456789"
 NOTEBOOK = ROOT / "examples" / "quickstart.ipynb"
-LIGHTCURVE = {"object_id": "ZTF21aaaaaaa", "detections": [
-    {"jd": 2459000.51, "band": "g", "mag": 19.2, "mag_err": 0.05},
-    {"jd": 2459002.62, "band": "r", "mag": 18.9, "mag_err": 0.04},
-    {"jd": 2459005.55, "band": "g", "mag": 18.7, "mag_err": 0.04}]}  # fmt: skip
-MODELS = {"objects": 3, "models": [{"version": "v1", "dim": 4, "active": True, "fingerprints": 3, "stale": 0,
-                                    "path": "m.pt", "coarse_classes": ["SNIa"], "fine_classes": []}]}  # fmt: skip
-PREDICTION = {"model": "v1", "predictions": [{"object_id": "a", "label": "SNIa", "probabilities": {"SNIa": 1.0},
-                                              "anomaly_score": 0.1}]}  # fmt: skip
+LIGHTCURVE = {
+    "object_id": "ZTF21aaaaaaa",
+    "detections": [
+        {"jd": 2459000.51, "band": "g", "mag": 19.2, "mag_err": 0.05},
+        {"jd": 2459002.62, "band": "r", "mag": 18.9, "mag_err": 0.04},
+        {"jd": 2459005.55, "band": "g", "mag": 18.7, "mag_err": 0.04},
+    ],
+}
+MODELS = {
+    "objects": 3,
+    "models": [
+        {
+            "version": "v1",
+            "dim": 4,
+            "active": True,
+            "fingerprints": 3,
+            "stale": 0,
+            "path": "m.pt",
+            "coarse_classes": ["SNIa"],
+            "fine_classes": [],
+        }
+    ],
+}
+PREDICTION = {
+    "model": "v1",
+    "predictions": [{"object_id": "a", "label": "SNIa", "probabilities": {"SNIa": 1.0}, "anomaly_score": 0.1}],
+}
 INGESTED = {"model": "v1", "new_alerts": 3, "duplicate_alerts": 0, "objects": []}
 
 
@@ -68,8 +87,10 @@ def mock(*answers, retries: int = 3, **kw) -> tuple[RTFClient, list[httpx.Reques
 
 def test_the_client_imports_without_the_service_or_its_numeric_stack():
     heavy = ["torch", "faiss", "numpy", "pandas", "pyarrow", "pydantic", "app", "encoder", "indexing", "training"]
-    code = ("import json, sys, rtf_client; loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
-            f"{heavy!r}); print(json.dumps([loaded, 'httpx' in sys.modules]))")  # fmt: skip
+    code = (
+        "import json, sys, rtf_client; loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        f"{heavy!r}); print(json.dumps([loaded, 'httpx' in sys.modules]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [[], True]
@@ -106,8 +127,9 @@ def test_ingest_is_never_retried(call):
 
 
 def test_connection_errors_are_retried_for_calls_that_write_nothing():
-    client, calls, sleeps = mock(httpx.ConnectError("refused"), httpx.ReadTimeout("slow"),
-                                 httpx.Response(200, json=PREDICTION))  # fmt: skip
+    client, calls, sleeps = mock(
+        httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.Response(200, json=PREDICTION)
+    )
     (pred,) = client.classify(LIGHTCURVE)
     assert pred.label == "SNIa" and pred.model == "v1"
     assert len(calls) == 3 and all(c.method == "POST" and c.url.path == "/v1/classify" for c in calls)
@@ -118,8 +140,10 @@ def test_connection_errors_are_retried_for_calls_that_write_nothing():
 
 
 def test_429_waits_what_retry_after_says_unless_that_is_too_long():
-    client, calls, sleeps = mock(httpx.Response(429, json={"detail": "slow down"}, headers={"Retry-After": "2"}),
-                                 httpx.Response(200, json={"items": [], "next_cursor": None}))  # fmt: skip
+    client, calls, sleeps = mock(
+        httpx.Response(429, json={"detail": "slow down"}, headers={"Retry-After": "2"}),
+        httpx.Response(200, json={"items": [], "next_cursor": None}),
+    )
     assert len(client.anomalies()) == 0 and sleeps == [2.0] and len(calls) == 2
     client, calls, sleeps = mock(httpx.Response(429, json={"detail": "slow down"}, headers={"Retry-After": "120"}))
     with pytest.raises(RateLimited) as err:
@@ -142,8 +166,11 @@ def test_other_errors_are_not_retried(status, cls):
 
 def test_errors_are_read_from_problem_json_and_from_the_older_forms():
     loc = ["body", "lightcurves", 0, "detections", 1, "mag_err"]
-    new = problem(422, "body.lightcurves.0.detections.1.mag_err: must be > 0",
-                  errors=[{"loc": loc, "msg": "must be > 0", "type": "value_error"}])  # fmt: skip
+    new = problem(
+        422,
+        "body.lightcurves.0.detections.1.mag_err: must be > 0",
+        errors=[{"loc": loc, "msg": "must be > 0", "type": "value_error"}],
+    )
     old = httpx.Response(422, json={"detail": [{"loc": loc, "msg": "must be > 0", "type": "value_error"}]})
     for answer in (new, old):
         client, _, _ = mock(answer)
@@ -167,10 +194,21 @@ def test_errors_are_read_from_problem_json_and_from_the_older_forms():
 
 
 def test_results_ignore_fields_they_do_not_know_and_default_those_missing():
-    detail = {"object_id": "a b/c", "survey": "ztf", "n_detections": 2, "label": "SNIa", "a_future_field": [1],
-              "lightcurve": {"object_id": "a b/c", "detections": []}, "fingerprint": [0.5, 0.5]}  # fmt: skip
-    neighbors = {"object_id": "a b/c", "model": "v1", "future": 1,
-                 "neighbors": [{"object_id": "n", "similarity": 0.9, "class": "AGN", "future": True}]}  # fmt: skip
+    detail = {
+        "object_id": "a b/c",
+        "survey": "ztf",
+        "n_detections": 2,
+        "label": "SNIa",
+        "a_future_field": [1],
+        "lightcurve": {"object_id": "a b/c", "detections": []},
+        "fingerprint": [0.5, 0.5],
+    }
+    neighbors = {
+        "object_id": "a b/c",
+        "model": "v1",
+        "future": 1,
+        "neighbors": [{"object_id": "n", "similarity": 0.9, "class": "AGN", "future": True}],
+    }
     client, calls, _ = mock(httpx.Response(200, json=detail), httpx.Response(200, json=neighbors))
     obj = client.object("a b/c", fingerprint=True)
     assert isinstance(obj, ObjectDetail) and obj.fingerprint == (0.5, 0.5) and obj.n_detections == 2
@@ -184,8 +222,15 @@ def test_results_ignore_fields_they_do_not_know_and_default_those_missing():
 def test_requests_carry_the_parameter_names_the_routes_take():
     empty_page = httpx.Response(200, json={"items": [], "next_cursor": None})
     hits = httpx.Response(200, json={"object_id": None, "model": "v1", "neighbors": []})
-    client, calls, _ = mock(hits, hits, hits, empty_page, empty_page, httpx.Response(200, json={"items": []}),
-                            httpx.Response(200, json=INGESTED))  # fmt: skip
+    client, calls, _ = mock(
+        hits,
+        hits,
+        hits,
+        empty_page,
+        empty_page,
+        httpx.Response(200, json={"items": []}),
+        httpx.Response(200, json=INGESTED),
+    )
     client.neighbors("a", k=3, classes=["SNIa", "AGN"], min_detections=5, since=2459000.5)
     client.search([0.1, 0.2], k=4, classes="SNIa", anomaly_min=0.5)
     client.search(LIGHTCURVE, k=2)
@@ -194,8 +239,10 @@ def test_requests_carry_the_parameter_names_the_routes_take():
     client.cone(10.5, -2.25, 3.0, limit=4)
     client.ingest_avro(b"Obj\x01avro")
     q = [{k: c.url.params.get_list(k) for k in c.url.params} for c in calls]
-    assert (calls[0].url.path, q[0]) == ("/v1/objects/a/neighbors", {"k": ["3"], "class": ["SNIa", "AGN"],
-                                         "min_detections": ["5"], "since": ["2459000.5"]})  # fmt: skip
+    assert (calls[0].url.path, q[0]) == (
+        "/v1/objects/a/neighbors",
+        {"k": ["3"], "class": ["SNIa", "AGN"], "min_detections": ["5"], "since": ["2459000.5"]},
+    )
     assert json.loads(calls[1].content) == {"vector": [0.1, 0.2], "k": 4, "classes": ["SNIa"], "anomaly_min": 0.5}
     assert json.loads(calls[2].content) == {"lightcurve": LIGHTCURVE, "k": 2}
     assert q[3] == {"limit": ["7"], "cursor": ["c1"], "class": ["SNIa"], "min_detections": ["3"]}
@@ -259,8 +306,14 @@ def test_an_export_that_breaks_off_leaves_no_file(tmp_path):
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, demo_file):
     tmp = tmp_path_factory.mktemp("client")
-    env = {"RTF_DATABASE_URL": f"sqlite:///{tmp / 'rtf.db'}", "RTF_INDEX_DIR": str(tmp / "index"), "RTF_DEMO": "1",
-           "RTF_DEMO_FILE": str(demo_file), "RTF_API_KEY": API_KEY, "RTF_PRECISION": "fp32"}  # fmt: skip
+    env = {
+        "RTF_DATABASE_URL": f"sqlite:///{tmp / 'rtf.db'}",
+        "RTF_INDEX_DIR": str(tmp / "index"),
+        "RTF_DEMO": "1",
+        "RTF_DEMO_FILE": str(demo_file),
+        "RTF_API_KEY": API_KEY,
+        "RTF_PRECISION": "fp32",
+    }
     with Server(env) as srv:
         yield srv
 
@@ -299,8 +352,9 @@ def test_iter_objects_yields_every_object_once_across_pages(rtf):
     first = rtf.objects(limit=7)
     assert len(first) == 7 and first.next_cursor and [o.object_id for o in first] == ids[:7]
     label = paged[0].label
-    assert [o.object_id for o in rtf.iter_objects(page_size=7, label=label)] == [o.object_id for o in paged
-                                                                                 if o.label == label]  # fmt: skip
+    assert [o.object_id for o in rtf.iter_objects(page_size=7, label=label)] == [
+        o.object_id for o in paged if o.label == label
+    ]
     assert all(o.n_detections >= 20 for o in rtf.iter_objects(page_size=50, min_detections=20))
 
 
@@ -409,8 +463,11 @@ def test_the_service_errors_arrive_as_typed_exceptions(rtf):
 def test_writes_need_the_api_key(service, rtf):
     body = new_object(rtf, "client-unauthorised")
     oid = rtf.objects(limit=1)[0].object_id
-    for client in (RTFClient(service.url), RTFClient(service.url, api_key="wrong"),
-                   RTFClient(service.url, read_api_key=API_KEY)):  # fmt: skip
+    for client in (
+        RTFClient(service.url),
+        RTFClient(service.url, api_key="wrong"),
+        RTFClient(service.url, read_api_key=API_KEY),
+    ):
         with client:
             with pytest.raises(Unauthorized):
                 client.ingest(body)
@@ -489,8 +546,9 @@ def test_the_quickstart_notebook_runs_against_the_service(service, rtf, monkeypa
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # "python3" is ipykernel's spec; jupyter_client runs its "python" as sys.executable (this venv)
-    nbclient.NotebookClient(nb, kernel_name="python3", timeout=180,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()  # fmt: skip
+    nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=180, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    ).execute()
     out = {}
     for cell in nb.cells:
         if cell.cell_type == "code":

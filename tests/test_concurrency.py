@@ -52,8 +52,18 @@ def test_processes_share_one_database_without_losing_or_duplicating(postgres_url
     base = synth_lightcurves(8, seed=4001)
     expected: dict[str, set] = {lc.object_id: _keys(lc) for lc in [*shared, *base, *(x for o in own for x in o)]}
 
-    servers = [Server({"RTF_DATABASE_URL": postgres_url, "RTF_INDEX_DIR": str(tmp_path / f"index{i}"), "RTF_DEMO": "0",
-                       "RTF_INDEX_SAVE_EVERY": "100000", "RTF_SYNC_INTERVAL": "1"}) for i in range(N_SERVERS)]  # fmt: skip
+    servers = [
+        Server(
+            {
+                "RTF_DATABASE_URL": postgres_url,
+                "RTF_INDEX_DIR": str(tmp_path / f"index{i}"),
+                "RTF_DEMO": "0",
+                "RTF_INDEX_SAVE_EVERY": "100000",
+                "RTF_SYNC_INTERVAL": "1",
+            }
+        )
+        for i in range(N_SERVERS)
+    ]
     try:
         servers[0].start()  # migrates the fresh database first; the others start on it together
         for s in servers[1:]:
@@ -87,9 +97,11 @@ def test_processes_share_one_database_without_losing_or_duplicating(postgres_url
                 while not stop.is_set() and n < 400 and time.monotonic() < deadline:
                     url = servers[n % N_SERVERS].url
                     oid = rng.choice(base).object_id
-                    for r in (client.get(f"{url}/v1/objects/{oid}/neighbors", params={"k": 5}),
-                              client.get(f"{url}/v1/objects/{oid}"),
-                              client.get(f"{url}/v1/anomalies", params={"limit": 20})):  # fmt: skip
+                    for r in (
+                        client.get(f"{url}/v1/objects/{oid}/neighbors", params={"k": 5}),
+                        client.get(f"{url}/v1/objects/{oid}"),
+                        client.get(f"{url}/v1/anomalies", params={"limit": 20}),
+                    ):
                         if r.status_code != 200:
                             errors.append(f"query {r.url}: {r.status_code} {r.text[:300]}")
                     n += 1

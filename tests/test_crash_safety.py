@@ -35,8 +35,12 @@ def small_demo(tmp_path_factory) -> Path:
 
 
 def _env(tmp: Path, demo: Path, **extra) -> dict[str, str]:
-    return {"RTF_DATABASE_URL": f"sqlite:///{tmp / 'rtf.db'}", "RTF_INDEX_DIR": str(tmp / "index"),
-            "RTF_DEMO": "1", "RTF_DEMO_FILE": str(demo)} | {f"RTF_{k.upper()}": str(v) for k, v in extra.items()}  # fmt: skip
+    return {
+        "RTF_DATABASE_URL": f"sqlite:///{tmp / 'rtf.db'}",
+        "RTF_INDEX_DIR": str(tmp / "index"),
+        "RTF_DEMO": "1",
+        "RTF_DEMO_FILE": str(demo),
+    } | {f"RTF_{k.upper()}": str(v) for k, v in extra.items()}
 
 
 def _plan(lcs, group: int = 4) -> list[tuple[str, list]]:
@@ -175,8 +179,11 @@ def test_acknowledged_alerts_survive_kill_9(tmp_path, small_demo, save_every):
 
 def _index_files(index_dir: Path) -> dict[str, Path]:
     manifest = json.loads((index_dir / "manifest.json").read_text())
-    return {"manifest": index_dir / "manifest.json", "index": index_dir / manifest["index_file"],
-            "meta": index_dir / manifest["meta_file"]}  # fmt: skip
+    return {
+        "manifest": index_dir / "manifest.json",
+        "index": index_dir / manifest["index_file"],
+        "meta": index_dir / manifest["meta_file"],
+    }
 
 
 def test_damaged_index_files_are_detected_and_rebuilt_from_sql(tmp_path, small_demo):
@@ -260,8 +267,11 @@ def test_kill_during_index_save_leaves_a_complete_generation(tmp_path):
     for attempt in range(4):
         if time.monotonic() > deadline:
             break
-        proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(tmp_path / "idx"), str(n)],
-                                cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SAVER, str(tmp_path / "idx"), str(n)],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.PIPE,
+        )
         try:
             assert proc.stdout.readline().strip() == b"ready"
             time.sleep(0.3 + float(rng.uniform(0, 1.2)))

@@ -63,11 +63,20 @@ def test_the_service_serves_the_bundled_model_without_loading_pytorch(tmp_path):
     maps = Path("/proc/self/maps")
     if not maps.exists():
         pytest.skip("no /proc: cannot read the server's mapped libraries")
-    env = {"RTF_DATABASE_URL": f"sqlite:///{tmp_path / 'rtf.db'}", "RTF_INDEX_DIR": str(tmp_path / "index"),
-           "RTF_DEMO": "0", "RTF_PRECISION": "auto", "RTF_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    env = {
+        "RTF_DATABASE_URL": f"sqlite:///{tmp_path / 'rtf.db'}",
+        "RTF_INDEX_DIR": str(tmp_path / "index"),
+        "RTF_DEMO": "0",
+        "RTF_PRECISION": "auto",
+        "RTF_CACHE_DIR": str(tmp_path / "cache"),
+    }
     with Server(env) as server:
-        lc = {"object_id": "a", "detections": [{"mjd": 60000 + i, "band": "gr"[i % 2], "mag": 19 - 0.1 * i,
-                                                "mag_err": 0.05} for i in range(6)]}  # fmt: skip
+        lc = {
+            "object_id": "a",
+            "detections": [
+                {"mjd": 60000 + i, "band": "gr"[i % 2], "mag": 19 - 0.1 * i, "mag_err": 0.05} for i in range(6)
+            ],
+        }
         r = httpx.post(server.url + "/v1/fingerprints", json={"lightcurves": [lc]})
         assert r.status_code == 200 and len(r.json()["fingerprints"][0]["vector"]) == 64
         mapped = Path(f"/proc/{server.proc.pid}/maps").read_text()

@@ -123,9 +123,20 @@ def tiny_run(tmp_path_factory):
     lcs = [_lc(i, int(rng.integers(6, 30)), lab, rng) for i, lab in enumerate(labels)]
     spec = FeatureSpec(max_len=32, use_metadata=False, use_gp=True, gp_fit=False)
     spec.obj_norm = FeatureNormalizer.fit(np.stack([object_features(lc, use_gp=False) for lc in lcs]))
-    cfg = ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.0, max_len=32, latent_dim=8,
-                      use_metadata=False, use_gp=True, gp_dim=len(OBJECT_FEATURE_NAMES),
-                      coarse_classes=list(COARSE_CLASSES), fine_classes=list(FINE_CLASSES))  # fmt: skip
+    cfg = ModelConfig(
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        d_ff=32,
+        dropout=0.0,
+        max_len=32,
+        latent_dim=8,
+        use_metadata=False,
+        use_gp=True,
+        gp_dim=len(OBJECT_FEATURE_NAMES),
+        coarse_classes=list(COARSE_CLASSES),
+        fine_classes=list(FINE_CLASSES),
+    )
     folder = tmp_path_factory.mktemp("ckpt")
     rare = np.array([c in {"SLSN", "CV", "TDE"} for c in FINE_CLASSES])
     save_checkpoint(folder / "model.pt", RTFModel(cfg).eval(), spec, AnomalyScorer.unfitted(rare))

@@ -27,8 +27,12 @@ def demo(tmp_path_factory) -> Server:
     """The README's first command, ``scripts/serve.sh``, on a database of its own: it makes the demo
     catalogue (``rtf-synth`` 3,000 objects, seed 2026) and serves it."""
     var = tmp_path_factory.mktemp("var")
-    env = {"RTF_DATABASE_URL": f"sqlite:///{var / 'rtf.db'}", "RTF_INDEX_DIR": str(var / "index"),
-           "RTF_DEMO_FILE": str(var / "demo.parquet"), "RTF_PRECISION": "onnx"}  # fmt: skip
+    env = {
+        "RTF_DATABASE_URL": f"sqlite:///{var / 'rtf.db'}",
+        "RTF_INDEX_DIR": str(var / "index"),
+        "RTF_DEMO_FILE": str(var / "demo.parquet"),
+        "RTF_PRECISION": "onnx",
+    }
     with Server(env, script="scripts/serve.sh", ready_timeout=600) as server:
         yield server
 
@@ -58,8 +62,13 @@ def test_every_readme_example_runs_as_written(demo, tmp_path):
     wrapper = 'curl() { command curl --fail-with-body --show-error "$@"; }\n'
     for command in readme_commands(README.read_text()):
         script = wrapper + command.replace("localhost:8000", f"127.0.0.1:{demo.port}")
-        done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, timeout=300,
-                              env=os.environ | {"TQDM_DISABLE": "1"})  # fmt: skip
+        done = subprocess.run(
+            ["bash", "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=300,
+            env=os.environ | {"TQDM_DISABLE": "1"},
+        )
         assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
         out = done.stdout.strip()
         if "curl" in command and "> " not in command:
@@ -72,8 +81,13 @@ def test_every_readme_python_example_runs_as_written(demo, tmp_path):
     blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S) if "127.0.0.1:8000" in b]
     assert blocks
     for code in blocks:
-        done = subprocess.run([sys.executable, "-c", code.replace("127.0.0.1:8000", f"127.0.0.1:{demo.port}")],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", code.replace("127.0.0.1:8000", f"127.0.0.1:{demo.port}")],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0 and done.stdout.strip(), (code, done.stdout[-2000:], done.stderr[-2000:])
 
 

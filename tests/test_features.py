@@ -96,12 +96,14 @@ def test_metadata_sentinels_and_missing_are_masked():
 
 def test_normalizer_robust_clipped_and_round_trip():
     rng = np.random.default_rng(0)
-    x = np.column_stack([
-        rng.normal(10.0, 2.0, 2000),  # plain
-        rng.lognormal(0.0, 2.5, 2000),  # heavy tail → log
-        np.full(2000, np.nan),  # never seen → centre 0, scale 1
-        np.where(rng.random(2000) < 0.3, np.nan, 1.0),  # constant with gaps
-    ])  # fmt: skip
+    x = np.column_stack(
+        [
+            rng.normal(10.0, 2.0, 2000),  # plain
+            rng.lognormal(0.0, 2.5, 2000),  # heavy tail → log
+            np.full(2000, np.nan),  # never seen → centre 0, scale 1
+            np.where(rng.random(2000) < 0.3, np.nan, 1.0),  # constant with gaps
+        ]
+    )
     x[0, 0] = 1e9  # an outlier must not move a robust fit
     norm = FeatureNormalizer.fit(x)
     assert abs(norm.centre[0] - 10.0) < 0.3 and abs(norm.scale[0] - 2.0) < 0.3
@@ -181,8 +183,14 @@ def test_physics_single_detection_and_colours_and_limits():
     one = physics_features(_ztf([0.0], ["g"], [18.0]))
     assert one[_PHYS["all_n_det"]] == 1 and one[_PHYS["all_duration"]] == 0
     assert np.isnan(one[_PHYS["g_skew"]]) and np.isnan(one[_PHYS["g_rise_rate"]])
-    lc = _ztf([0.0, 0.1, 3.0, 3.1], ["g", "r", "g", "r"], [18.0, 17.6, 18.2, 17.7],
-              ul_time=JD0 + np.array([-5.0, -2.0]), ul_band=["g", "r"], ul_mag=np.array([20.0, 20.5]))  # fmt: skip
+    lc = _ztf(
+        [0.0, 0.1, 3.0, 3.1],
+        ["g", "r", "g", "r"],
+        [18.0, 17.6, 18.2, 17.7],
+        ul_time=JD0 + np.array([-5.0, -2.0]),
+        ul_band=["g", "r"],
+        ul_mag=np.array([20.0, 20.5]),
+    )
     f = physics_features(lc)
     assert f[_PHYS["all_gr_mean"]] == pytest.approx(0.45, abs=1e-3)
     assert f[_PHYS["all_gr_last"]] == pytest.approx(0.5, abs=1e-3)

@@ -41,8 +41,9 @@ def _ztf_container(n: int, detections: int = 1, seed: int = 0) -> bytes:
 
 
 # ---------------------------------------------------------------------------- bounded Avro decoding
-@pytest.mark.parametrize("items", ["null", {"type": "record", "name": "e", "fields": []},
-                                   {"type": "fixed", "name": "f", "size": 0}])  # fmt: skip
+@pytest.mark.parametrize(
+    "items", ["null", {"type": "record", "name": "e", "fields": []}, {"type": "fixed", "name": "f", "size": 0}]
+)
 def test_arrays_of_zero_size_items_are_refused_before_any_decoding(items):
     bomb = raw_container(_array_schema(items), [(1, encode_long(10**8) + encode_long(0))])
     assert len(bomb) < 300
@@ -210,8 +211,15 @@ def test_cursors_that_the_service_could_not_have_made_are_refused(client, payloa
 
 
 def test_a_label_with_nul_is_refused_and_nothing_is_stored(client):
-    body = {"lightcurves": [{"object_id": "nul-label", "label": "SN\x00Ia", "detections": [
-        {"jd": 2459000.5, "band": "g", "mag": 19.0, "mag_err": 0.1}]}]}  # fmt: skip
+    body = {
+        "lightcurves": [
+            {
+                "object_id": "nul-label",
+                "label": "SN\x00Ia",
+                "detections": [{"jd": 2459000.5, "band": "g", "mag": 19.0, "mag_err": 0.1}],
+            }
+        ]
+    }
     before = _alerts_in_sql(client)
     r = client.post("/v1/alerts", json=body)
     assert r.status_code == 422 and r.json()["errors"][0]["loc"][-1] == "label", r.text
@@ -267,39 +275,60 @@ def test_extreme_values_are_refused_or_round_trip(client, name, detections):
     assert r.json()["new_alerts"] == _alerts_in_sql(client) - before == len(_stored_alerts(client, oid))
     _round_trips(client, oid)
     # a later valid alert is still taken
-    later = client.post("/v1/alerts", json={"lightcurves": [{"object_id": oid, "detections": [
-        {"jd": 2459100.5, "band": "g", "flux": 500.0, "flux_err": 5.0}]}]})  # fmt: skip
+    later = client.post(
+        "/v1/alerts",
+        json={
+            "lightcurves": [
+                {"object_id": oid, "detections": [{"jd": 2459100.5, "band": "g", "flux": 500.0, "flux_err": 5.0}]}
+            ]
+        },
+    )
     assert later.status_code == 200 and later.json()["new_alerts"] == 1, later.text
 
 
 def test_the_issues_cases_end_as_documented(client):
-    r = client.post("/v1/alerts", json={"lightcurves": [{"object_id": "x-ra", "ra": 360.0, "dec": 1.0,
-                                                          "detections": [_DET]}]})  # fmt: skip
+    r = client.post(
+        "/v1/alerts", json={"lightcurves": [{"object_id": "x-ra", "ra": 360.0, "dec": 1.0, "detections": [_DET]}]}
+    )
     assert r.status_code == 422 and "ra" in r.json()["errors"][0]["loc"]
-    r = client.post("/v1/alerts", json={"lightcurves": [{"object_id": "x-close", "detections": [
-        _DET | {"jd": 2459000.5 + i * 1e-7} for i in range(3)]}]})  # fmt: skip
+    r = client.post(
+        "/v1/alerts",
+        json={
+            "lightcurves": [
+                {"object_id": "x-close", "detections": [_DET | {"jd": 2459000.5 + i * 1e-7} for i in range(3)]}
+            ]
+        },
+    )
     assert r.json()["new_alerts"] == 3 == len(_stored_alerts(client, "x-close"))
 
 
-_detection = st.fixed_dictionaries({
-    "jd": st.floats(2459000.0, 2459000.0 + 30, allow_nan=False),
-    "band": st.sampled_from(["g", "r"]),
-    "mag": st.floats(-5, 40),
-    "mag_err": st.one_of(st.floats(1e-320, 1e-300), st.floats(1e-4, 10)),
-})  # fmt: skip
+_detection = st.fixed_dictionaries(
+    {
+        "jd": st.floats(2459000.0, 2459000.0 + 30, allow_nan=False),
+        "band": st.sampled_from(["g", "r"]),
+        "mag": st.floats(-5, 40),
+        "mag_err": st.one_of(st.floats(1e-320, 1e-300), st.floats(1e-4, 10)),
+    }
+)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])  # fmt: skip
-@given(first=st.lists(_detection, min_size=1, max_size=8), second=st.lists(_detection, min_size=1, max_size=8),
-       overlap=st.integers(0, 8))  # fmt: skip
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    first=st.lists(_detection, min_size=1, max_size=8),
+    second=st.lists(_detection, min_size=1, max_size=8),
+    overlap=st.integers(0, 8),
+)
 def test_acknowledged_alerts_are_stored_and_the_fingerprint_is_of_what_is_stored(client, first, second, overlap):
     """Two posts of one object, the second repeating some (time, band) points of the first with
     other values: new_alerts is what SQL gained, the stored values are the first post's, and the
     stored fingerprint is the fingerprint of the stored light curve."""
     oid = f"prop-{uuid.uuid4().hex}"
-    second = [d | {"jd": first[i % len(first)]["jd"], "band": first[i % len(first)]["band"]}
-              if i < overlap else d for i, d in enumerate(second)]  # fmt: skip
+    second = [
+        d | {"jd": first[i % len(first)]["jd"], "band": first[i % len(first)]["band"]} if i < overlap else d
+        for i, d in enumerate(second)
+    ]
     stored_values: dict[tuple, float] = {}
     for post in (first, second):
         before = _alerts_in_sql(client)
@@ -326,8 +355,14 @@ def test_acknowledged_alerts_are_stored_and_the_fingerprint_is_of_what_is_stored
 # ---------------------------------------------------------------------------- the history cap
 def _long_curve(oid: str, n: int, start: float = 2459000.5) -> LightCurve:
     t = start + np.arange(n) * 0.01
-    return LightCurve.build(oid, "ztf", t, np.where(np.arange(n) % 2, "g", "r"),
-                            mag=18 + np.sin(np.arange(n) / 50), mag_err=np.full(n, 0.05))  # fmt: skip
+    return LightCurve.build(
+        oid,
+        "ztf",
+        t,
+        np.where(np.arange(n) % 2, "g", "r"),
+        mag=18 + np.sin(np.arange(n) / 50),
+        mag_err=np.full(n, 0.05),
+    )
 
 
 def test_a_full_history_keeps_its_most_recent_detections(client):
@@ -370,8 +405,11 @@ def test_two_processes_filling_one_object_on_postgres_stay_within_the_cap(postgr
         for t in threads:
             t.join()
         assert [r.status_code for r in results] == [200, 200], [r.text[:300] for r in results]
-        assert sum(r.json()["new_alerts"] for r in results) + sum(r.json()["objects"][0]["dropped_alerts"]
-                                                                  for r in results) == 24_000  # fmt: skip
+        assert (
+            sum(r.json()["new_alerts"] for r in results)
+            + sum(r.json()["objects"][0]["dropped_alerts"] for r in results)
+            == 24_000
+        )
         got = httpx.get(a.url + "/v1/objects/shared", timeout=60).json()
         dets = got["lightcurve"]["detections"]
         assert got["n_detections"] == len(dets) == MAX_POINTS

@@ -187,10 +187,18 @@ def test_too_many_points() -> None:
 def test_merge_keeps_newest() -> None:
     old = build(stamps={"science": b"old"}, label="SNIa", ra=1.0, dec=2.0, alert_id=[1, 2, 3])
     new = build(
-        time=[JD0 + 2, JD0 + 3], band=["g", "r"], mag=[17.0, 17.5], mag_err=[0.05, 0.05],
-        stamps={"science": b"new"}, ra=1.5, dec=2.5, alert_id=[30, 4],
-        ul_time=[JD0 - 1], ul_band=["r"], ul_mag=[20.0],
-    )  # fmt: skip
+        time=[JD0 + 2, JD0 + 3],
+        band=["g", "r"],
+        mag=[17.0, 17.5],
+        mag_err=[0.05, 0.05],
+        stamps={"science": b"new"},
+        ra=1.5,
+        dec=2.5,
+        alert_id=[30, 4],
+        ul_time=[JD0 - 1],
+        ul_band=["r"],
+        ul_mag=[20.0],
+    )
     merged = old.merge(new)
     np.testing.assert_array_equal(merged.time, [JD0, JD0 + 1, JD0 + 2, JD0 + 3])
     assert merged.mag[2] == pytest.approx(17.0)  # the newer packet's value of the shared point
@@ -232,10 +240,12 @@ def test_build_property_sorted_unique_invertible(points: list[tuple[int, str, fl
 # ---------------------------------------------------------------------- JSON form
 def test_json_to_lightcurve_and_back() -> None:
     d = json_lc(
-        ra=150.1, dec=2.2, label="SNIa",
+        ra=150.1,
+        dec=2.2,
+        label="SNIa",
         upper_limits=[{"mjd": 58998.0, "band": "r", "mag": 20.6}],
         stamps={"science": base64.b64encode(b"\x1f\x8bfits").decode()},
-    )  # fmt: skip
+    )
     d["detections"][0]["meta"] = {"rb": 0.93, "sgscore1": -999, "ndethist": None}
     lc = LightCurveIn.model_validate(d).to_lightcurve()
     assert len(lc) == 3 and lc.ul_time[0] == 58998.0 + MJD_OFFSET

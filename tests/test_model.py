@@ -36,8 +36,9 @@ def bazin_lc(i: int, rng: np.random.Generator, n: int | None = None, label: str 
     mag = 18.5 - 2.5 * np.log10(flux + 1e-3) + (band == "g") * 0.2
     meta = np.full((n, len(META_FIELDS)), np.nan, dtype=np.float32)
     meta[:, META_FIELDS.index("rb")] = rng.uniform(0.5, 1, n)
-    return LightCurve.build(f"obj{i}", "ztf", t, band, mag=np.clip(mag, 12, 23), mag_err=np.full(n, 0.05),
-                            meta=meta, label=label)  # fmt: skip
+    return LightCurve.build(
+        f"obj{i}", "ztf", t, band, mag=np.clip(mag, 12, 23), mag_err=np.full(n, 0.05), meta=meta, label=label
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +59,20 @@ def make_spec(lcs: list[LightCurve], *, use_gp: bool = True, use_images: bool = 
 def small_config(spec: FeatureSpec, **kw: object) -> ModelConfig:
     from encoder.features import OBJECT_FEATURE_NAMES
 
-    base = dict(d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.0, max_len=spec.max_len, latent_dim=8,
-                use_metadata=True, use_gp=spec.use_gp, gp_dim=len(OBJECT_FEATURE_NAMES),
-                coarse_classes=list(COARSE_CLASSES), fine_classes=list(FINE_CLASSES))  # fmt: skip
+    base = dict(
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        d_ff=64,
+        dropout=0.0,
+        max_len=spec.max_len,
+        latent_dim=8,
+        use_metadata=True,
+        use_gp=spec.use_gp,
+        gp_dim=len(OBJECT_FEATURE_NAMES),
+        coarse_classes=list(COARSE_CLASSES),
+        fine_classes=list(FINE_CLASSES),
+    )
     return ModelConfig(**(base | kw))
 
 
@@ -164,8 +176,9 @@ def test_images_simple_and_zoobot_towers(lcs, tmp_path):
     torch.save(model.image.backbone.state_dict(), weights)
     cfg2 = small_config(spec, use_images=True, image_backbone="zoobot", image_weights=str(weights), use_gp=False)
     model2 = RTFModel(cfg2)
-    for (k, v), v2 in zip(model.image.backbone.state_dict().items(), model2.image.backbone.state_dict().values(),
-                          strict=True):  # fmt: skip
+    for (k, v), v2 in zip(
+        model.image.backbone.state_dict().items(), model2.image.backbone.state_dict().values(), strict=True
+    ):
         assert torch.equal(v, v2), k
     assert not any(p.requires_grad for p in model2.image.backbone.parameters())
     stamps = torch.randn(2, 3, 63, 63)
@@ -308,8 +321,9 @@ def test_a_serving_export_serves_without_pytorch_what_the_checkpoint_does(lcs, e
     assert min_cosine(want.vectors, got.vectors) >= 0.999
     np.testing.assert_allclose(got.anomaly, want.anomaly, atol=1e-3)
     t = np.linspace(0, 60, 25)
-    for a, b in zip(Encoder(ckpt).reconstruct(lcs[0], t, ["g", "r"]), served.reconstruct(lcs[0], t, ["g", "r"]),
-                    strict=True):  # fmt: skip
+    for a, b in zip(
+        Encoder(ckpt).reconstruct(lcs[0], t, ["g", "r"]), served.reconstruct(lcs[0], t, ["g", "r"]), strict=True
+    ):
         np.testing.assert_allclose(a, b, atol=1e-3)
     # fp32 asks for PyTorch; a checkpoint file changed since the export does not take the old graphs
     assert Encoder.load(ckpt.path, precision="fp32", cache_dir=cache).model is not None
@@ -317,9 +331,11 @@ def test_a_serving_export_serves_without_pytorch_what_the_checkpoint_does(lcs, e
     retrained.write_bytes(ckpt.path.read_bytes() + b"\0")
     assert find_export(retrained, cache) is None
     # and in a fresh interpreter, nothing of PyTorch is imported
-    code = ("import sys; from pathlib import Path; from encoder.inference import Encoder; "
-            f"e = Encoder.load(Path({str(ckpt.path)!r}), precision='auto', cache_dir=Path({str(cache)!r})); "
-            "assert e.model is None; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm')))")  # fmt: skip
+    code = (
+        "import sys; from pathlib import Path; from encoder.inference import Encoder; "
+        f"e = Encoder.load(Path({str(ckpt.path)!r}), precision='auto', cache_dir=Path({str(cache)!r})); "
+        "assert e.model is None; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm')))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
 

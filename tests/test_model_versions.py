@@ -122,8 +122,12 @@ def test_reencode_survives_kill_9_and_resumes(make_settings, fresh_url, second_c
         total = store.count_objects()
         assert store.count_stale(new) == total >= 1400
 
-        proc = subprocess.Popen(_reencode_cmd(fresh_url, ckpt, "--batch-size", "10"), cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            _reencode_cmd(fresh_url, ckpt, "--batch-size", "10"),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 180
         while store.fingerprint_counts().get(new, 0) < 100:
             assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
@@ -135,8 +139,9 @@ def test_reencode_survives_kill_9_and_resumes(make_settings, fresh_url, second_c
         assert 100 <= done < total, "killed after it had finished: nothing was tested"
         assert store.active_version() == old and store.count_stale(new) == total - done
 
-        out = subprocess.run(_reencode_cmd(fresh_url, ckpt, "--activate"), cwd=ROOT, capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
+        out = subprocess.run(
+            _reencode_cmd(fresh_url, ckpt, "--activate"), cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         assert f"{total - done} fingerprints written" in out.stdout, out.stdout
         assert store.active_version() == new and store.count_stale(new) == 0
@@ -146,8 +151,13 @@ def test_reencode_survives_kill_9_and_resumes(make_settings, fresh_url, second_c
         fresh = encoder.encode([catalog.lightcurve(o) for o in sample]).vectors
         for oid, v in zip(sample, fresh, strict=True):
             assert _cosine(store.get_fingerprint(oid, new), v) > 0.999, oid
-        listing = subprocess.run([sys.executable, "-m", "app.reencode", "--list", "--database-url", fresh_url],
-                                 cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+        listing = subprocess.run(
+            [sys.executable, "-m", "app.reencode", "--list", "--database-url", fresh_url],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert listing.returncode == 0 and f"* {new}" in listing.stdout and old in listing.stdout
     finally:
         catalog.close()
@@ -159,10 +169,18 @@ def test_reencode_cli_refuses_clearly(tmp_path):
     store.migrate()
     store.register_model("v1", path="a.pt", sha256="0" * 64, dim=8, class_names=[], active=True)
     store.close()
-    for args, needle in ((["--drop", "v1"], "active version"), (["--activate-version", "nope"], "nope"),
-                         (["--drop", "nope"], "")):  # fmt: skip
-        out = subprocess.run([sys.executable, "-m", "app.reencode", *args, "--database-url", url], cwd=ROOT,
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    for args, needle in (
+        (["--drop", "v1"], "active version"),
+        (["--activate-version", "nope"], "nope"),
+        (["--drop", "nope"], ""),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "app.reencode", *args, "--database-url", url],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if needle:
             assert out.returncode == 2 and needle in out.stderr, (args, out.stderr)
         else:  # dropping an unknown version deletes nothing

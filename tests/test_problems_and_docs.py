@@ -36,8 +36,9 @@ def test_every_kind_of_error_is_a_problem_document(service):
     _is_problem(service.put(f"/v1/objects/{oid}"), 405)
     _is_problem(service.post("/v1/alerts", json={"lightcurves": []}), 401, "/v1/alerts")
     _is_problem(service.post("/v1/fingerprints", content=b"x", headers={"content-type": "text/plain"}), 415)
-    _is_problem(service.post("/v1/fingerprints", content=b"{" * 60_000,
-                             headers={"content-type": "application/json"}), 413)  # fmt: skip
+    _is_problem(
+        service.post("/v1/fingerprints", content=b"{" * 60_000, headers={"content-type": "application/json"}), 413
+    )
     _is_problem(service.get("/v1/anomalies", params={"cursor": "not-a-cursor"}), 422)
     _is_problem(service.post("/v1/models/no-such-version/activate", headers={"X-API-Key": "s3cret"}), 404)
 

@@ -149,8 +149,12 @@ def test_encode_archive_and_load_index(setup):
         path = setup["work"] / f"archive-{i}.parquet"
         write_lightcurves_parquet(lcs[i * 40 : (i + 1) * 40], path)
         files.append(path)
-    out = dist.encode_archive(files, dist.EncoderSpec.of(enc, setup["ckpt"], cache_dir=setup["cache"]),
-                              setup["work"] / "archive-shards", concurrency=2)  # fmt: skip
+    out = dist.encode_archive(
+        files,
+        dist.EncoderSpec.of(enc, setup["ckpt"], cache_dir=setup["cache"]),
+        setup["work"] / "archive-shards",
+        concurrency=2,
+    )
     rows = {r.object_id: r for t in dist.iter_shards(out) for r in dist.table_rows(t)[0]}
     assert len(rows) == 120
     local = dist.table_rows(dist.encode_lightcurves(enc, lcs[:40]))[0]

@@ -109,12 +109,22 @@ def make_ztf_lc(object_id: str = "ZTF21abcdefg", n: int = 7, seed: int = 0, stam
     meta[3, META_INDEX["ndethist"]] = np.nan
     ul_time = time[0] - np.array([3.0, 2.0, 1.0])
     return LightCurve.build(
-        object_id, "ztf", time, band, mag=mag, mag_err=mag_err, negative=negative, meta=meta,
-        ul_time=ul_time, ul_band=np.array(["g", "r", "g"]), ul_mag=np.array([20.5, 20.25, 21.0]),
-        ra=150.125, dec=-2.5,
+        object_id,
+        "ztf",
+        time,
+        band,
+        mag=mag,
+        mag_err=mag_err,
+        negative=negative,
+        meta=meta,
+        ul_time=ul_time,
+        ul_band=np.array(["g", "r", "g"]),
+        ul_mag=np.array([20.5, 20.25, 21.0]),
+        ra=150.125,
+        dec=-2.5,
         stamps={"science": fits_stamp(1), "template": fits_stamp(2), "difference": fits_stamp(3)} if stamps else None,
         alert_id=np.arange(1000, 1000 + n) * 1_000_000_007,
-    )  # fmt: skip
+    )
 
 
 def make_lsst_lc(object_id: str = "170000000000001", n: int = 6, seed: int = 1) -> LightCurve:
@@ -123,10 +133,17 @@ def make_lsst_lc(object_id: str = "170000000000001", n: int = 6, seed: int = 1) 
     alert_id = np.arange(1, n + 1, dtype=np.int64) * 1000
     alert_id[[0, 2]] = [-55, -77]  # forced photometry
     return LightCurve.build(
-        object_id, "lsst", time, np.array(list("ugrizy"))[rng.integers(0, 6, n)],
-        flux=rng.normal(500.0, 300.0, n), flux_err=rng.uniform(10.0, 50.0, n), ra=10.5, dec=-30.25,
-        stamps={"difference": fits_stamp(gz=False)}, alert_id=alert_id,
-    )  # fmt: skip
+        object_id,
+        "lsst",
+        time,
+        np.array(list("ugrizy"))[rng.integers(0, 6, n)],
+        flux=rng.normal(500.0, 300.0, n),
+        flux_err=rng.uniform(10.0, 50.0, n),
+        ra=10.5,
+        dec=-30.25,
+        stamps={"difference": fits_stamp(gz=False)},
+        alert_id=alert_id,
+    )
 
 
 def ztf_bytes(lcs: list[LightCurve], **kw: object) -> bytes:
@@ -238,8 +255,19 @@ def test_write_refuses_wrong_survey() -> None:
 
 # ---------------------------------------------------------------------- packets as dicts
 def ztf_record(**candidate: object) -> dict:
-    cand = {"jd": 2459500.5, "fid": 1, "magpsf": 18.0, "sigmapsf": 0.1, "isdiffpos": "t", "candid": 42,
-            "ra": 10.0, "dec": 20.0, "rb": 0.9, "sgscore1": -999.0, "diffmaglim": 20.5} | candidate  # fmt: skip
+    cand = {
+        "jd": 2459500.5,
+        "fid": 1,
+        "magpsf": 18.0,
+        "sigmapsf": 0.1,
+        "isdiffpos": "t",
+        "candid": 42,
+        "ra": 10.0,
+        "dec": 20.0,
+        "rb": 0.9,
+        "sgscore1": -999.0,
+        "diffmaglim": 20.5,
+    } | candidate
     return {"objectId": "ZTF21xxxxxxx", "candid": 42, "candidate": cand, "prv_candidates": []}
 
 
@@ -289,8 +317,17 @@ def test_forced_photometry_rows() -> None:
         {"jd": 2459496.5, "fid": 2, "forcediffimflux": -99999.0, "forcediffimfluxunc": 20.0, "magzpsci": 26.0,
          "procstatus": "0", "diffmaglim": 20.4},
     ]  # fmt: skip
-    rec["fp_hists"] = [{"jd": 2459497.5, "fid": 1, "forcediffimflux": 500.0, "forcediffimfluxunc": 30.0,
-                        "magzpsci": 26.5, "procstatus": "0", "diffmaglim": 20.0}]  # fmt: skip
+    rec["fp_hists"] = [
+        {
+            "jd": 2459497.5,
+            "fid": 1,
+            "forcediffimflux": 500.0,
+            "forcediffimfluxunc": 30.0,
+            "magzpsci": 26.5,
+            "procstatus": "0",
+            "diffmaglim": 20.0,
+        }
+    ]
     plain = ztf_packet_to_lightcurve(rec)
     assert len(plain) == 1 and len(plain.ul_time) == 2  # forced rows as limits, fp_hists ignored
     forced = ztf_packet_to_lightcurve(rec, forced_photometry=True)
@@ -302,13 +339,29 @@ def test_forced_photometry_rows() -> None:
 
 def test_lsst_record_by_fields() -> None:
     rec = {
-        "diaSource": {"diaSourceId": 7, "diaObjectId": 99, "midpointMjdTai": 60800.25, "ra": 1.0, "dec": 2.0,
-                      "psfFlux": -120.0, "psfFluxErr": 15.0, "band": "y"},
-        "prvDiaSources": [{"diaSourceId": 6, "diaObjectId": 99, "midpointMjdTai": 60799.25, "psfFlux": float("nan"),
-                           "psfFluxErr": 15.0, "band": "y"}],
+        "diaSource": {
+            "diaSourceId": 7,
+            "diaObjectId": 99,
+            "midpointMjdTai": 60800.25,
+            "ra": 1.0,
+            "dec": 2.0,
+            "psfFlux": -120.0,
+            "psfFluxErr": 15.0,
+            "band": "y",
+        },
+        "prvDiaSources": [
+            {
+                "diaSourceId": 6,
+                "diaObjectId": 99,
+                "midpointMjdTai": 60799.25,
+                "psfFlux": float("nan"),
+                "psfFluxErr": 15.0,
+                "band": "y",
+            }
+        ],
         "prvDiaForcedSources": None,
         "cutoutDifference": b"not a fits file",
-    }  # fmt: skip
+    }
     lc = lsst_packet_to_lightcurve(rec)
     assert lc.object_id == "99" and len(lc) == 1 and lc.band_names == ["y"]
     assert lc.time[0] == 60800.25 + MJD_OFFSET and lc.flux[0] == -120.0 and lc.alert_id[0] == 7
@@ -358,8 +411,15 @@ def test_non_alert_avro_raises_alert_format_error() -> None:
 )
 def test_corrupt_stamp_means_no_stamp(bad: bytes) -> None:
     lc = make_ztf_lc()
-    lc = LightCurve.build(lc.object_id, "ztf", lc.time, lc.band, flux=lc.flux, flux_err=lc.flux_err,
-                          stamps={"science": bad, "difference": fits_stamp(5)})  # fmt: skip
+    lc = LightCurve.build(
+        lc.object_id,
+        "ztf",
+        lc.time,
+        lc.band,
+        flux=lc.flux,
+        flux_err=lc.flux_err,
+        stamps={"science": bad, "difference": fits_stamp(5)},
+    )
     (back,) = read_ztf_avro(ztf_bytes([lc]))
     assert back.stamps == {"difference": fits_stamp(5)}
 
@@ -375,8 +435,14 @@ def test_missing_stamp_in_packet_dict() -> None:
 # ---------------------------------------------------------------------- flux tables
 def test_lightcurve_from_flux_table_units() -> None:
     fluxcal = 10 ** (-0.4 * (20.0 - 27.5))
-    df = pd.DataFrame({"mjd": [60001.0, 60000.0, 60000.0], "band": ["r", "g", "g"],
-                       "flux": [fluxcal, fluxcal, fluxcal], "fluxerr": [1.0, 1.0, 2.0]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "mjd": [60001.0, 60000.0, 60000.0],
+            "band": ["r", "g", "g"],
+            "flux": [fluxcal, fluxcal, fluxcal],
+            "fluxerr": [1.0, 1.0, 2.0],
+        }
+    )
     lc = lightcurve_from_flux_table(df, "obj1", zero_point=27.5, label="SN Ia")
     assert len(lc) == 2 and lc.band_names == ["g", "r"] and lc.time[0] == 60000.0 + MJD_OFFSET
     np.testing.assert_allclose(lc.mag, 20.0)
@@ -389,13 +455,18 @@ def test_lightcurve_from_flux_table_units() -> None:
 
 def test_plasticc_and_bts_tables_synthetic(tmp_path: Path) -> None:
     fluxcal = 10 ** (-0.4 * (21.0 - 27.5))
-    table = pa.table({
-        "object_id": ["p1", "p2", "p3"], "label": ["SNIa-91bg", "Mira", "KN"],
-        "mjd": [[60000.0, 60001.0, 60002.0], [60000.0], []], "band": [["u", "y", "q"], ["z"], []],
-        "flux": [[fluxcal, -5.0, 1.0], [3.0], []], "fluxerr": [[1.0, 2.0, 1.0], [0.0], []],
-        "detected": [[True, False, True], [True], []],
-        "meta": [json.dumps({"ra": 10.0, "decl": -5.0}), None, None],
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "object_id": ["p1", "p2", "p3"],
+            "label": ["SNIa-91bg", "Mira", "KN"],
+            "mjd": [[60000.0, 60001.0, 60002.0], [60000.0], []],
+            "band": [["u", "y", "q"], ["z"], []],
+            "flux": [[fluxcal, -5.0, 1.0], [3.0], []],
+            "fluxerr": [[1.0, 2.0, 1.0], [0.0], []],
+            "detected": [[True, False, True], [True], []],
+            "meta": [json.dumps({"ra": 10.0, "decl": -5.0}), None, None],
+        }
+    )
     pq.write_table(table, tmp_path / "plasticc.parquet")
     lcs = read_plasticc_parquet(tmp_path / "plasticc.parquet")
     assert [lc.object_id for lc in lcs] == ["p1"]  # p2: zero error, p3: empty; band 'q' dropped
@@ -405,11 +476,17 @@ def test_plasticc_and_bts_tables_synthetic(tmp_path: Path) -> None:
     assert (lc.ra, lc.dec) == (10.0, -5.0)
     assert len(read_plasticc_parquet(tmp_path / "plasticc.parquet", detected_only=True)[0]) == 1
 
-    bts = pa.table({
-        "object_id": ["ZTF1", "ZTF2"], "label": ["SN Ib/c", "ILRT"], "coarse": ["SNIbc", "other"],
-        "jd": [[2459000.5, 2459001.5], [2459000.5]], "fid": [[1, 2], [3]], "mag": [[18.0, 18.5], [19.0]],
-        "magerr": [[0.1, 0.1], [0.2]],
-    })  # fmt: skip
+    bts = pa.table(
+        {
+            "object_id": ["ZTF1", "ZTF2"],
+            "label": ["SN Ib/c", "ILRT"],
+            "coarse": ["SNIbc", "other"],
+            "jd": [[2459000.5, 2459001.5], [2459000.5]],
+            "fid": [[1, 2], [3]],
+            "mag": [[18.0, 18.5], [19.0]],
+            "magerr": [[0.1, 0.1], [0.2]],
+        }
+    )
     pq.write_table(bts, tmp_path / "bts.parquet")
     lcs = read_bts_parquet(tmp_path / "bts.parquet")
     assert [(lc.object_id, lc.label, len(lc)) for lc in lcs] == [("ZTF1", "SNIbc", 2), ("ZTF2", None, 1)]
@@ -418,22 +495,42 @@ def test_plasticc_and_bts_tables_synthetic(tmp_path: Path) -> None:
 
 def test_alert_table_synthetic(tmp_path: Path) -> None:
     def det(jd: float, fid: int, mag: float, sig: float, isdiffpos: str, candid: int | None, **meta: float) -> dict:
-        row = {"jd": jd, "fid": fid, "magpsf": mag, "sigmapsf": sig, "isdiffpos": isdiffpos, "candid": candid,
-               "ra": 10.0 + jd - 2459000.5, "dec": -5.0} | {f: None for f in META_FIELDS if f != "sigmapsf"}  # fmt: skip
+        row = {
+            "jd": jd,
+            "fid": fid,
+            "magpsf": mag,
+            "sigmapsf": sig,
+            "isdiffpos": isdiffpos,
+            "candid": candid,
+            "ra": 10.0 + jd - 2459000.5,
+            "dec": -5.0,
+        } | {f: None for f in META_FIELDS if f != "sigmapsf"}
         return row | meta
 
-    table = pa.table({
-        "object_id": ["ZTF1", "ZTF2", "ZTF3"], "label": ["SN Ia", None, "QSO"],
-        "alerts": [
-            [det(2459000.5, 1, 18.0, 0.1, "t", 11, rb=0.5, sgscore1=-999.0), det(2459001.5, 2, 18.5, 0.1, "0", None)],
-            [det(2459000.5, 3, 19.0, 0.0, "t", 21)],  # invalid error: no usable detection, skipped
-            [det(2459002.5, 1, 17.0, 0.2, "-1", 31)],
-        ],
-        "upper_limits": [[{"jd": 2458999.5, "fid": 1, "diffmaglim": 20.5}], None, []],
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "object_id": ["ZTF1", "ZTF2", "ZTF3"],
+            "label": ["SN Ia", None, "QSO"],
+            "alerts": [
+                [
+                    det(2459000.5, 1, 18.0, 0.1, "t", 11, rb=0.5, sgscore1=-999.0),
+                    det(2459001.5, 2, 18.5, 0.1, "0", None),
+                ],
+                [det(2459000.5, 3, 19.0, 0.0, "t", 21)],  # invalid error: no usable detection, skipped
+                [det(2459002.5, 1, 17.0, 0.2, "-1", 31)],
+            ],
+            "upper_limits": [[{"jd": 2458999.5, "fid": 1, "diffmaglim": 20.5}], None, []],
+        }
+    )
     pq.write_table(table, tmp_path / "alerts.parquet")
-    cutouts = pa.table({"object_id": ["ZTF1", "ZTF3"], "cutout_science": [fits_stamp(), b"junk"],
-                        "cutout_template": [None, None], "cutout_difference": [fits_stamp(2), None]})  # fmt: skip
+    cutouts = pa.table(
+        {
+            "object_id": ["ZTF1", "ZTF3"],
+            "cutout_science": [fits_stamp(), b"junk"],
+            "cutout_template": [None, None],
+            "cutout_difference": [fits_stamp(2), None],
+        }
+    )
     pq.write_table(cutouts, tmp_path / "cutouts.parquet")
     lcs = read_ztf_alerts_parquet(tmp_path / "alerts.parquet", cutouts_path=tmp_path / "cutouts.parquet")
     assert [lc.object_id for lc in lcs] == ["ZTF1", "ZTF3"]

@@ -33,8 +33,12 @@ def _data(n: int, seed: int, duplicates: bool):
     else:
         x = rng.standard_normal((n, DIM)).astype(np.float32)
     ids = [f"ZTF{i:08d}" for i in rng.permutation(10**7)[:n]]
-    attrs = dict(labels=[["A", "B", "C", None][i % 4] for i in range(n)], anomaly_scores=np.round(rng.random(n), 2),
-                 last_jd=rng.uniform(0, 100, n), n_detections=rng.integers(1, 30, n))  # fmt: skip
+    attrs = dict(
+        labels=[["A", "B", "C", None][i % 4] for i in range(n)],
+        anomaly_scores=np.round(rng.random(n), 2),
+        last_jd=rng.uniform(0, 100, n),
+        n_detections=rng.integers(1, 30, n),
+    )
     q = np.concatenate([x[rng.integers(0, n, 25)], rng.standard_normal((25, DIM)).astype(np.float32)])
     return ids, x, attrs, q
 
@@ -165,8 +169,11 @@ def test_sharded_hnsw_recall_matches_one_hnsw():
 
     def recall(ix) -> float:
         rows = ix.search_batch(q, k)
-        return float(np.mean([len({pos[nb.object_id] for nb in r} & set(t.tolist())) / k
-                              for r, t in zip(rows, truth, strict=True)]))  # fmt: skip
+        return float(
+            np.mean(
+                [len({pos[nb.object_id] for nb in r} & set(t.tolist())) / k for r, t in zip(rows, truth, strict=True)]
+            )
+        )
 
     r1, r4 = recall(one), recall(sharded)
     assert r4 >= r1 - 0.005, (r1, r4)

@@ -33,11 +33,18 @@ def history(jds, bands=None, *, meta=None, ul=()) -> History:
     """A light curve of detections at ``jds`` (band codes into ("g", "r")) and upper limits ``ul``."""
     jds = np.asarray(jds, dtype=np.float64)
     band = np.asarray(bands if bands is not None else [0] * len(jds), dtype=np.uint8)
-    return History(jds, band, np.full(len(jds), 1000.0), np.full(len(jds), 30.0), ("g", "r"),
-                   meta=meta, meta_fields=("rb", "fwhm") if meta is not None else (),
-                   ul_jd=np.array([u[0] for u in ul], dtype=np.float64),
-                   ul_band=np.array([u[1] for u in ul], dtype=np.uint8),
-                   ul_mag=np.array([u[2] for u in ul], dtype=np.float64))  # fmt: skip
+    return History(
+        jds,
+        band,
+        np.full(len(jds), 1000.0),
+        np.full(len(jds), 30.0),
+        ("g", "r"),
+        meta=meta,
+        meta_fields=("rb", "fwhm") if meta is not None else (),
+        ul_jd=np.array([u[0] for u in ul], dtype=np.float64),
+        ul_band=np.array([u[1] for u in ul], dtype=np.uint8),
+        ul_mag=np.array([u[2] for u in ul], dtype=np.float64),
+    )
 
 
 def appended(stored: StoredObject | None, jds: list[float]) -> History:
@@ -96,8 +103,12 @@ def test_a_damaged_history_is_refused_not_misread(cut):
 
 def test_write_round_trip_and_idempotent(store):
     h = history([2460000.5, 2460002.5], [0, 1], ul=[(2459998.5, 0, 20.5)])
-    batch = IngestBatch([ObjectState("ZTF1", survey="ztf", ra=10.0, dec=-5.0, known_label="SNIa")], {"ZTF1": h}, "m1",
-                        [FingerprintRow("ZTF1", vec(1), "SNIa", {"SNIa": 0.8, "TDE": 0.2}, 0.3)])  # fmt: skip
+    batch = IngestBatch(
+        [ObjectState("ZTF1", survey="ztf", ra=10.0, dec=-5.0, known_label="SNIa")],
+        {"ZTF1": h},
+        "m1",
+        [FingerprintRow("ZTF1", vec(1), "SNIa", {"SNIa": 0.8, "TDE": 0.2}, 0.3)],
+    )
     r1 = store.write(batch)
     assert (r1.objects_touched, r1.fingerprints_written) == (1, 1)
     marker = store.state_marker("m1")
@@ -172,11 +183,17 @@ def test_anomaly_paging_is_stable_with_ties(store):
     rng = np.random.default_rng(0)
     scores = rng.choice([0.1, 0.5, 0.5000001, 0.9], size=60)
     ids = [f"x{i:02d}" for i in range(60)]
-    rows = [FingerprintRow(oid, vec(i), "SNIa" if i % 3 else "TDE", None, float(s))
-            for i, (oid, s) in enumerate(zip(ids, scores, strict=True))]  # fmt: skip
+    rows = [
+        FingerprintRow(oid, vec(i), "SNIa" if i % 3 else "TDE", None, float(s))
+        for i, (oid, s) in enumerate(zip(ids, scores, strict=True))
+    ]
     store.write(IngestBatch([ObjectState("unscored")], {oid: history([float(i)]) for i, oid in enumerate(ids)}, "m1", rows))
-    store.write(IngestBatch(model_version="m2", fingerprints=[FingerprintRow(oid, vec(i), "AGN", None, 1 - i / 100)
-                                                              for i, oid in enumerate(ids[:30])]))  # fmt: skip
+    store.write(
+        IngestBatch(
+            model_version="m2",
+            fingerprints=[FingerprintRow(oid, vec(i), "AGN", None, 1 - i / 100) for i, oid in enumerate(ids[:30])],
+        )
+    )
     expected = sorted((-float(s), oid) for oid, s in zip(ids, scores, strict=True))
     for limit in (1, 7, 60, 100):
         seen, cursor = [], None
@@ -267,16 +284,34 @@ def test_migration_carries_rows_into_histories_and_predictions(db_url):
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(cfg, "0001")
     with s.engine.begin() as conn:
-        conn.execute(text("INSERT INTO models VALUES ('v1','a.pt','0',8,'[]',NULL,'2025-01-01',:f),"
-                          "('v2','b.pt','1',8,'[]',NULL,'2025-01-02',:t)"), {"f": False, "t": True})  # fmt: skip
-        conn.execute(text("INSERT INTO objects VALUES ('A','ztf',1.0,2.0,10.0,12.0,2,'SNIa','{\"SNIa\": 0.9}',0.7,"
-                          "'SNII',3,'2025-01-01')"))  # fmt: skip
-        conn.execute(text("INSERT INTO alerts (alert_key,object_id,jd,band,mag,mag_err,flux,flux_err,meta) VALUES "
-                          "('A:12.0:r','A',12.0,'r',18,0.1,200.0,9.0,NULL),"
-                          "('A:10.000000:g','A',10.0,'g',18,0.1,100.0,8.0,'{\"rb\": 0.5}')"))  # fmt: skip
+        conn.execute(
+            text(
+                "INSERT INTO models VALUES ('v1','a.pt','0',8,'[]',NULL,'2025-01-01',:f),"
+                "('v2','b.pt','1',8,'[]',NULL,'2025-01-02',:t)"
+            ),
+            {"f": False, "t": True},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO objects VALUES ('A','ztf',1.0,2.0,10.0,12.0,2,'SNIa','{\"SNIa\": 0.9}',0.7,"
+                "'SNII',3,'2025-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO alerts (alert_key,object_id,jd,band,mag,mag_err,flux,flux_err,meta) VALUES "
+                "('A:12.0:r','A',12.0,'r',18,0.1,200.0,9.0,NULL),"
+                "('A:10.000000:g','A',10.0,'g',18,0.1,100.0,8.0,'{\"rb\": 0.5}')"
+            )
+        )
         conn.execute(text("INSERT INTO upper_limits (object_id,jd,band,mag) VALUES ('A',9.0,'g',20.5)"))
-        conn.execute(text("INSERT INTO fingerprints (object_id,model_version,vector,dim,revision,created_at,updated_at)"
-                          " VALUES ('A','v1',:v,8,1,'2025-01-01','2025-01-01')"), {"v": vec(0, 8).tobytes()})  # fmt: skip
+        conn.execute(
+            text(
+                "INSERT INTO fingerprints (object_id,model_version,vector,dim,revision,created_at,updated_at)"
+                " VALUES ('A','v1',:v,8,1,'2025-01-01','2025-01-01')"
+            ),
+            {"v": vec(0, 8).tobytes()},
+        )
     s.migrate()
     assert s.active_version() == "v1"  # v2 had no fingerprint
     h = s.get_history("A")

@@ -110,8 +110,16 @@ def test_ztf_and_lsst_messages_are_stored_once_and_bad_ones_become_dead_letters(
     settings = make_settings(f"sqlite:///{tmp_path / 'rtf.db'}", index_dir=tmp_path / "index", demo=False)
     catalog = Catalog.open(settings)
     try:
-        config = StreamConfig(bootstrap, ["alerts"], group_id="rtf-test", batch_size=8, batch_timeout=0.5,
-                              schema_dir=schema_dir, output_topic="rtf-out", stats_interval=0.5)  # fmt: skip
+        config = StreamConfig(
+            bootstrap,
+            ["alerts"],
+            group_id="rtf-test",
+            batch_size=8,
+            batch_timeout=0.5,
+            schema_dir=schema_dir,
+            output_topic="rtf-out",
+            stats_interval=0.5,
+        )
         stats = StreamConsumer(config, catalog).run(max_messages=len(values) + 5)
         store = catalog.store
         want = expected_points(values, SchemaSource(folder=schema_dir))
@@ -208,8 +216,13 @@ def test_kill_9_mid_batch_then_restart_stores_every_alert_exactly_once(cluster, 
     total = sum(len(p) for p in want.values())
     env = os.environ | {"RTF_PRECISION": "onnx", "RTF_THREADS": "1"}
     log = open(tmp_path / "stream.log", "wb")  # noqa: SIM115 - closed below, shared by both runs
-    first = subprocess.Popen(_stream_cmd(bootstrap, url, tmp_path / "index", "--batch-size", "20"), cwd=ROOT, env=env,
-                             stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    first = subprocess.Popen(
+        _stream_cmd(bootstrap, url, tmp_path / "index", "--batch-size", "20"),
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     store = Store(url)
     try:
         store.migrate()
@@ -221,8 +234,9 @@ def test_kill_9_mid_batch_then_restart_stores_every_alert_exactly_once(cluster, 
         first.wait(30)
         at_kill = _stored(store)
         assert at_kill < total, "the consumer had finished before the kill: nothing was tested"
-        second = subprocess.Popen(_stream_cmd(bootstrap, url, tmp_path / "index"), cwd=ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)  # fmt: skip
+        second = subprocess.Popen(
+            _stream_cmd(bootstrap, url, tmp_path / "index"), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 120
         while _stored(store) < total:
             assert second.poll() is None and time.monotonic() < deadline, (tmp_path / "stream.log").read_text()[-3000:]

@@ -51,8 +51,11 @@ def test_object_depends_only_on_seed_and_index():
 
 @pytest.mark.parametrize("survey", ["ztf", "lsst"])
 def test_every_class_generated_with_valid_bands(survey):
-    lcs = generate_survey(SurveyConfig(survey=survey, n_objects=3 * len(FINE_CLASSES), seed=1,
-                                       class_weights={c: 1.0 for c in FINE_CLASSES}))  # fmt: skip
+    lcs = generate_survey(
+        SurveyConfig(
+            survey=survey, n_objects=3 * len(FINE_CLASSES), seed=1, class_weights={c: 1.0 for c in FINE_CLASSES}
+        )
+    )
     assert {lc.label for lc in lcs} == set(FINE_CLASSES)
     allowed = {BAND_INDEX[b] for b in SURVEY_BANDS[survey]}
     for lc in lcs:
@@ -249,8 +252,12 @@ def test_parquet_round_trip(tmp_path):
 
 def test_cli_writes_parquet(tmp_path, capsys):
     out = tmp_path / "cli.parquet"
-    assert cli_main(["--survey", "ztf", "--n", "10", "--seed", "1", "--out", str(out), "--quiet",
-                     "--classes", "SNIa=2,CV=1"]) == 0  # fmt: skip
+    assert (
+        cli_main(
+            ["--survey", "ztf", "--n", "10", "--seed", "1", "--out", str(out), "--quiet", "--classes", "SNIa=2,CV=1"]
+        )
+        == 0
+    )
     lcs = read_parquet(out)
     assert len(lcs) == 10 and {lc.label for lc in lcs} <= {"SNIa", "CV"}
     assert "wrote 10 light curves" in capsys.readouterr().err

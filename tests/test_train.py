@@ -82,8 +82,15 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
 
 def test_grow_a_film_decoder_and_train_it_alone(base_run, tmp_path):
     out = tmp_path / "film"
-    train(tiny_run(out, model=replace(TINY, decoder_film=True), init_from=str(base_run / "model.pt"),
-                   train_only="decoder", lr=1e-2))  # fmt: skip
+    train(
+        tiny_run(
+            out,
+            model=replace(TINY, decoder_film=True),
+            init_from=str(base_run / "model.pt"),
+            train_only="decoder",
+            lr=1e-2,
+        )
+    )
     before = load_checkpoint(base_run / "model.pt").model.state_dict()
     after = load_checkpoint(out / "model.pt").model.state_dict()
     assert after["decoder.film.weight"].abs().sum() > 0  # the new FiLM projection learned something

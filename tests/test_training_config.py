@@ -55,8 +55,9 @@ def test_defaults_of_the_command_line():
     (tc,) = parse(BASE)
     # rtf-train trains on photometry alone unless asked (ModelConfig's own defaults say what a checkpoint
     # without the key meant)
-    assert tc == TrainConfig(data=["synthetic:ztf:10"], out="runs/x",
-                             model=ModelConfig(use_metadata=False, use_gp=False))  # fmt: skip
+    assert tc == TrainConfig(
+        data=["synthetic:ztf:10"], out="runs/x", model=ModelConfig(use_metadata=False, use_gp=False)
+    )
 
 
 def test_renamed_options_and_their_deprecated_aliases(capsys):
@@ -87,7 +88,9 @@ def test_gone_and_wrong_options_are_refused(capsys):
 def test_several_latent_dims_train_one_run_each():
     runs = parse([*BASE, "--mode", "vae", "--latent-dims", "8", "64", "--epochs", "3"])
     assert [(tc.out, tc.model.latent_dim, tc.model.mode, tc.epochs) for tc in runs] == [
-        ("runs/x/vae8", 8, "vae", 3), ("runs/x/vae64", 64, "vae", 3)]  # fmt: skip
+        ("runs/x/vae8", 8, "vae", 3),
+        ("runs/x/vae64", 64, "vae", 3),
+    ]
 
 
 PROBE = """
@@ -101,9 +104,16 @@ print("HEAVY", [m for m in ("torch", "sklearn", "matplotlib", "numpy") if m in s
 """
 
 
-@pytest.mark.parametrize("argv", [["training.train", "--help"], ["training.train", "--data", "x"],
-                                  ["training.evaluate", "all", "--help"], ["training.evaluate", "knn"],
-                                  ["training.recipe", "--help"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["training.train", "--help"],
+        ["training.train", "--data", "x"],
+        ["training.evaluate", "all", "--help"],
+        ["training.evaluate", "knn"],
+        ["training.recipe", "--help"],
+    ],
+)
 def test_help_and_argument_errors_import_no_heavy_module(argv):
     out = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
@@ -153,10 +163,13 @@ OLD_SWEEP_COMMON = ["--data", "synthetic:ztf:6000:3", "D/ztf_bts_dev.parquet", "
                     "--cls-weight", "0.5", "--random-truncate", "--epochs", "6", "--d-model", "64", "--n-layers", "3",
                     "--n-heads", "4", "--d-ff", "128", "--dropout", "0.1", "--max-len", "128", "--workers", "1",
                     "--threads", "1"]  # fmt: skip
-OLD_SWEEP = [[*OLD_SWEEP_COMMON, "--mode", mode, "--latent-dims", "8", "64", "256", "--out", f"O/{mode}"]
-             for mode in ("ae", "vae", "vqvae")]  # fmt: skip
-OLD_SWEEP.append([*OLD_SWEEP_COMMON, "--mode", "ae", "--latent-dims", "64", "--decoder", "position", "--out",
-                  "O/position/ae64"])  # fmt: skip
+OLD_SWEEP = [
+    [*OLD_SWEEP_COMMON, "--mode", mode, "--latent-dims", "8", "64", "256", "--out", f"O/{mode}"]
+    for mode in ("ae", "vae", "vqvae")
+]
+OLD_SWEEP.append(
+    [*OLD_SWEEP_COMMON, "--mode", "ae", "--latent-dims", "64", "--decoder", "position", "--out", "O/position/ae64"]
+)
 
 
 def test_the_sweep_recipe_expands_to_the_old_scripts_commands():
@@ -168,13 +181,15 @@ def test_the_sweep_recipe_expands_to_the_old_scripts_commands():
 
 
 def test_recipe_runner_picks_stages_and_checks_every_command_first(tmp_path, capsys):
-    recipe.main(["default", "--data-dir", "D", "--out", "O", "--stage", "2", "5-film", "--dry-run",
-                 "--", "--seed", "4"])  # fmt: skip
+    recipe.main(
+        ["default", "--data-dir", "D", "--out", "O", "--stage", "2", "5-film", "--dry-run", "--", "--seed", "4"]
+    )
     err = capsys.readouterr().err
     assert "# 2-finetune\nrtf-train --data" in err and "--seed 4 --out O/5-film" in err and "1-base\n" not in err
     bad = tmp_path / "bad.toml"
-    bad.write_text('out = "o"\n[common]\ndata = ["x"]\n[[stage]]\nname = "a"\nepochs = 1\n'
-                   '[[stage]]\nname = "b"\nepoch = 2\n')  # fmt: skip
+    bad.write_text(
+        'out = "o"\n[common]\ndata = ["x"]\n[[stage]]\nname = "a"\nepochs = 1\n[[stage]]\nname = "b"\nepoch = 2\n'
+    )
     with pytest.raises(SystemExit, match="stage b: epoch: no such option"):
         recipe.main([str(bad), "--data-dir", "D"])
     bad.write_text('out = "o"\n[common]\ndata = ["x"]\n[[stage]]\nname = "a"\nmode = "gan"\n')

@@ -42,7 +42,8 @@ def test_objects_are_listed_once_each_in_id_order_with_filters(client):
     assert {o["object_id"] for o in many} == {o["object_id"] for o in everything if o["n_detections"] >= 20}
     late = sorted(o["last_jd"] for o in everything if o["last_jd"] is not None)[len(everything) // 2]
     assert {o["object_id"] for o in _walk(client, since=late)} == {
-        o["object_id"] for o in everything if o["last_jd"] is not None and o["last_jd"] >= late}  # fmt: skip
+        o["object_id"] for o in everything if o["last_jd"] is not None and o["last_jd"] >= late
+    }
     for bad in ("not-a-cursor!", "AAAA"):
         r = client.get("/v1/objects", params={"cursor": bad})
         assert r.status_code == 422 and "cursor" in r.text, (bad, r.text)
@@ -89,9 +90,11 @@ def test_a_deleted_object_is_gone_from_sql_and_the_index_also_after_a_restart(ma
 
 
 def test_ztf_field_names_are_accepted_and_mjd_is_given_beside_jd(client):
-    det = [{"jd": 2459300.5, "fid": 1, "magpsf": 18.2, "sigmapsf": 0.05},
-           {"jd": 2459301.5, "fid": 2, "magpsf": 18.0, "sigmapsf": 0.06},
-           {"jd": 2459302.5, "band": "g", "mag": 17.9, "mag_err": 0.05}]  # fmt: skip
+    det = [
+        {"jd": 2459300.5, "fid": 1, "magpsf": 18.2, "sigmapsf": 0.05},
+        {"jd": 2459301.5, "fid": 2, "magpsf": 18.0, "sigmapsf": 0.06},
+        {"jd": 2459302.5, "band": "g", "mag": 17.9, "mag_err": 0.05},
+    ]
     body = {"object_id": "ztf-names", "detections": det, "upper_limits": [{"jd": 2459299.5, "fid": 2, "diffmaglim": 20.4}]}
     r = client.post("/v1/alerts", json={"lightcurves": [body]})
     assert r.status_code == 200 and r.json()["objects"][0]["new_alerts"] == 3, r.text
@@ -106,9 +109,11 @@ def test_ztf_field_names_are_accepted_and_mjd_is_given_beside_jd(client):
     assert vector == pytest.approx(stored.tolist(), abs=1e-6) and len(vector) == 64
     listed = client.get("/v1/objects", params={"limit": 500}).json()["items"]
     assert all(o["last_mjd"] is None or o["last_mjd"] == pytest.approx(o["last_jd"] - 2400000.5) for o in listed)
-    for bad, where in (({"jd": 2459300.5, "fid": 1, "band": "g", "mag": 18, "mag_err": 0.1}, "detections"),
-                       ({"jd": 2459300.5, "fid": 4, "mag": 18, "mag_err": 0.1}, "fid"),
-                       ({"jd": 2459300.5, "fid": 1, "mag": 18, "magpsf": 18, "mag_err": 0.1}, "magpsf")):  # fmt: skip
+    for bad, where in (
+        ({"jd": 2459300.5, "fid": 1, "band": "g", "mag": 18, "mag_err": 0.1}, "detections"),
+        ({"jd": 2459300.5, "fid": 4, "mag": 18, "mag_err": 0.1}, "fid"),
+        ({"jd": 2459300.5, "fid": 1, "mag": 18, "magpsf": 18, "mag_err": 0.1}, "magpsf"),
+    ):
         r = client.post("/v1/alerts", json={"lightcurves": [{"object_id": "ztf-bad", "detections": [bad]}]})
         assert r.status_code == 422 and where in r.text, (bad, r.text)
     assert client.get("/v1/objects/ztf-bad").status_code == 404
@@ -117,9 +122,14 @@ def test_ztf_field_names_are_accepted_and_mjd_is_given_beside_jd(client):
 def test_cone_search_finds_what_is_within_the_radius_nearest_first(client):
     base = {"detections": [{"jd": 2459300.5, "band": "g", "mag": 18.2, "mag_err": 0.05}]}
     arcsec = 1 / 3600
-    where = {"cone-1": (10.0, 20.0 + 1 * arcsec), "cone-5": (10.0 + 5 * arcsec / np.cos(np.radians(20)), 20.0),
-             "cone-30": (10.0, 20.0 - 30 * arcsec), "cone-100": (10.0, 20.0 + 100 * arcsec),
-             "cone-wrap": (359.9999, 0.0), "cone-pole": (180.0, 89.9995)}  # fmt: skip
+    where = {
+        "cone-1": (10.0, 20.0 + 1 * arcsec),
+        "cone-5": (10.0 + 5 * arcsec / np.cos(np.radians(20)), 20.0),
+        "cone-30": (10.0, 20.0 - 30 * arcsec),
+        "cone-100": (10.0, 20.0 + 100 * arcsec),
+        "cone-wrap": (359.9999, 0.0),
+        "cone-pole": (180.0, 89.9995),
+    }
     lcs = [base | {"object_id": k, "ra": ra, "dec": dec} for k, (ra, dec) in where.items()]
     assert client.post("/v1/alerts", json={"lightcurves": lcs}).status_code == 200
     items = client.get("/v1/cone", params={"ra": 10.0, "dec": 20.0, "radius": 60}).json()["items"]
@@ -132,8 +142,13 @@ def test_cone_search_finds_what_is_within_the_radius_nearest_first(client):
     assert [i["object_id"] for i in wrap] == ["cone-wrap"] and wrap[0]["separation_arcsec"] == pytest.approx(0.72, abs=1e-2)
     pole = client.get("/v1/cone", params={"ra": 0.0, "dec": 89.9999, "radius": 3}).json()["items"]
     assert [i["object_id"] for i in pole] == ["cone-pole"]  # across the pole: ra differs by 180 degrees
-    for bad in ({"ra": 360, "dec": 0, "radius": 1}, {"ra": 1, "dec": 91, "radius": 1}, {"ra": 1, "dec": 0, "radius": 0},
-                {"ra": 1, "dec": 0, "radius": 7200}, {"ra": 1, "dec": 0}):  # fmt: skip
+    for bad in (
+        {"ra": 360, "dec": 0, "radius": 1},
+        {"ra": 1, "dec": 91, "radius": 1},
+        {"ra": 1, "dec": 0, "radius": 0},
+        {"ra": 1, "dec": 0, "radius": 7200},
+        {"ra": 1, "dec": 0},
+    ):
         assert client.get("/v1/cone", params=bad).status_code == 422, bad
 
 
@@ -141,14 +156,19 @@ def test_class_filters_refuse_names_they_do_not_know_and_say_which_are_valid(cli
     oid = client.get("/v1/objects", params={"limit": 1}).json()["items"][0]["object_id"]
     ok = client.get(f"/v1/objects/{quote(oid, safe='')}/neighbors", params={"class": ["SNIa", "SNcc"], "k": 3})
     assert ok.status_code == 200 and {n["class"] for n in ok.json()["neighbors"]} <= {"SNIa", "SNcc"}
-    cases = [("Snia", "did you mean 'SNIa'", "SNIa"), ("snii", "did you mean 'SNII'", "KN"),
-             ("Quasar", "unknown class", "SNIIn")]  # fmt: skip
+    cases = [
+        ("Snia", "did you mean 'SNIa'", "SNIa"),
+        ("snii", "did you mean 'SNII'", "KN"),
+        ("Quasar", "unknown class", "SNIIn"),
+    ]
     for name, says, lists in cases:
-        for r in (client.get(f"/v1/objects/{quote(oid, safe='')}/neighbors", params={"class": name}),
-                  client.get("/v1/anomalies", params={"class": name}),
-                  client.get("/v1/objects", params={"class": name}),
-                  client.post("/v1/neighbors", json={"object_ids": [oid], "classes": [name]}),
-                  client.post("/v1/search", json={"vector": [0.1] * 64, "classes": ["SNIa", name]})):  # fmt: skip
+        for r in (
+            client.get(f"/v1/objects/{quote(oid, safe='')}/neighbors", params={"class": name}),
+            client.get("/v1/anomalies", params={"class": name}),
+            client.get("/v1/objects", params={"class": name}),
+            client.post("/v1/neighbors", json={"object_ids": [oid], "classes": [name]}),
+            client.post("/v1/search", json={"vector": [0.1] * 64, "classes": ["SNIa", name]}),
+        ):
             assert r.status_code == 422, (name, r.text)
             detail = r.json()["errors"][0]
             assert says in detail["msg"] and lists in detail["msg"] and detail["loc"][-1] in ("class", "classes"), detail
@@ -160,8 +180,7 @@ def test_class_filters_take_fine_classes_as_well_as_coarse_ones(client):
     coarse_of = {o["object_id"]: o["label"] for o in everything}
     assert None not in fine_of.values(), "the bundled model predicts a fine class for every object"
     # a fine class that is not also a coarse name, and the coarse class its objects fall in
-    fine = max((f for f in set(fine_of.values()) if f not in set(coarse_of.values())),
-               key=list(fine_of.values()).count)  # fmt: skip
+    fine = max((f for f in set(fine_of.values()) if f not in set(coarse_of.values())), key=list(fine_of.values()).count)
     members = {o for o, f in fine_of.items() if f == fine}
     listed = client.get("/v1/objects", params={"class": fine, "limit": 500}).json()["items"]
     assert {o["object_id"] for o in listed} == members and all(o["fine_label"] == fine for o in listed)

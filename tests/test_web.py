@@ -23,8 +23,10 @@ from tests._server import Server
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 CHROMIUM = shutil.which("chromium") or next((p for p in ("/usr/bin/chromium",) if Path(p).exists()), None)
 if CHROMIUM is None:
-    pytest.skip("no chromium on PATH or at /usr/bin/chromium (apt-get install chromium); the browser tests need it",
-                allow_module_level=True)  # fmt: skip
+    pytest.skip(
+        "no chromium on PATH or at /usr/bin/chromium (apt-get install chromium); the browser tests need it",
+        allow_module_level=True,
+    )
 
 READ_KEY = "web-test-read-key"
 TIMEOUT_MS = 15_000
@@ -33,9 +35,15 @@ TIMEOUT_MS = 15_000
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, demo_file):
     d = tmp_path_factory.mktemp("web")
-    env = {"RTF_DATABASE_URL": f"sqlite:///{d / 'rtf.db'}", "RTF_INDEX_DIR": str(d / "index"), "RTF_DEMO": "1",
-           "RTF_DEMO_FILE": str(demo_file), "RTF_PRECISION": "fp32", "RTF_SYNC_INTERVAL": "0",
-           "RTF_READ_API_KEY": READ_KEY}  # fmt: skip
+    env = {
+        "RTF_DATABASE_URL": f"sqlite:///{d / 'rtf.db'}",
+        "RTF_INDEX_DIR": str(d / "index"),
+        "RTF_DEMO": "1",
+        "RTF_DEMO_FILE": str(demo_file),
+        "RTF_PRECISION": "fp32",
+        "RTF_SYNC_INTERVAL": "0",
+        "RTF_READ_API_KEY": READ_KEY,
+    }
     with Server(env) as srv:
         yield srv
 
@@ -160,8 +168,11 @@ def test_paging_and_class_filter(page, server):
     page.get_by_role("button", name="Apply").click()
     expected = [a["object_id"] for a in httpx.get(server.url + f"/v1/anomalies?limit=50&class={label}").json()["items"]]
     assert expected and expected != ids[: len(expected)]  # the filter changes the list
-    page.wait_for_function("ids => [...document.querySelectorAll('#list tbody tr td:nth-child(2)')]"
-                           ".map(td => td.textContent).join() === ids.join()", arg=expected)  # fmt: skip
+    page.wait_for_function(
+        "ids => [...document.querySelectorAll('#list tbody tr td:nth-child(2)')]"
+        ".map(td => td.textContent).join() === ids.join()",
+        arg=expected,
+    )
     assert page.locator("#list tbody tr td:nth-child(3)").all_inner_texts() == [label] * len(expected)
     assert f"class={label}" in page.url  # a shareable link to the filtered list
 

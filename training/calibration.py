@@ -18,8 +18,13 @@ from encoder.taxonomy import RARE_FINE_CLASSES
 REFERENCE_SIZE = 2000
 
 
-def fit_anomaly_scorer(encoder: Encoder, train_ex: list[Example], val_ex: list[Example], seed: int = 0,
-                       reference_size: int = REFERENCE_SIZE) -> AnomalyScorer:  # fmt: skip
+def fit_anomaly_scorer(
+    encoder: Encoder,
+    train_ex: list[Example],
+    val_ex: list[Example],
+    seed: int = 0,
+    reference_size: int = REFERENCE_SIZE,
+) -> AnomalyScorer:
     rng = np.random.default_rng(seed)
     fine = encoder.fine_classes
     rare_mask = np.array([c in RARE_FINE_CLASSES for c in fine], dtype=bool) if fine else None

@@ -38,23 +38,34 @@ def _model_config() -> ModelConfig:
 class TrainConfig:
     """One training run; ``model`` holds the architecture and inputs (their options: MODEL_OPTIONS)."""
 
-    data: list[str] = field(metadata={"help": "sources: synthetic:ztf:N[:seed], .parquet, .avro, Avro folders",
-                                      "metavar": "SOURCE"})  # fmt: skip
+    data: list[str] = field(
+        metadata={"help": "sources: synthetic:ztf:N[:seed], .parquet, .avro, Avro folders", "metavar": "SOURCE"}
+    )
     out: str = field(metadata={"help": "run folder; a second run into it resumes from its state.pt", "metavar": "DIR"})
     model: ModelConfig = field(default_factory=_model_config, metadata={"cli": False})  # the options below
-    gp_fit: bool = setting(True, "with --use-features: add the multi-band Gaussian-process fit's features (slow); "
-                                 "--no-gp-fit: the physics features alone")  # fmt: skip
+    gp_fit: bool = setting(
+        True,
+        "with --use-features: add the multi-band Gaussian-process fit's features (slow); "
+        "--no-gp-fit: the physics features alone",
+    )
     cls_weight: float = setting(0.5, "weight of the classification loss; 0: no class heads (no labels used)")
-    contrastive_weight: float = setting(0.0, "supervised contrastive loss on the fingerprints of labelled objects "
-                                             "(metric learning)")  # fmt: skip
-    views: int = setting(1, "views of each object per batch, each truncated at random: with --contrastive-weight "
-                            "every labelled view has a positive, its own object seen otherwise (SupCon's two "
-                            "views)")  # fmt: skip
-    ema: float | None = setting(None, "save the exponential moving average of the weights, updated every step with "
-                                      "this decay (0.995 averages about the last 200 steps); state.pt keeps the "
-                                      "last weights", metavar="DECAY")  # fmt: skip
-    num_classes: int = setting(7, "coarse classes: 7 (encoder.taxonomy.COARSE_CLASSES) or the seed's 5",
-                               choices=(5, 7))  # fmt: skip
+    contrastive_weight: float = setting(
+        0.0, "supervised contrastive loss on the fingerprints of labelled objects (metric learning)"
+    )
+    views: int = setting(
+        1,
+        "views of each object per batch, each truncated at random: with --contrastive-weight "
+        "every labelled view has a positive, its own object seen otherwise (SupCon's two "
+        "views)",
+    )
+    ema: float | None = setting(
+        None,
+        "save the exponential moving average of the weights, updated every step with "
+        "this decay (0.995 averages about the last 200 steps); state.pt keeps the "
+        "last weights",
+        metavar="DECAY",
+    )
+    num_classes: int = setting(7, "coarse classes: 7 (encoder.taxonomy.COARSE_CLASSES) or the seed's 5", choices=(5, 7))
     random_truncate: bool = setting(False, "train on light curves cut at random (70% of views) to learn early ones")
     min_detections: int = setting(3, "with --random-truncate: the fewest detections a cut keeps")
     epochs: int = setting(30, "passes over the training split (the one-cycle schedule spans them all)")
@@ -65,12 +76,17 @@ class TrainConfig:
     workers: int = setting(2, "processes for feature extraction")
     threads: int = setting(2, "PyTorch threads")
     val_fraction: float = setting(0.15, "fraction of objects in the validation split (training.data.split_of)")
-    unlabelled: list[str] | None = setting(None, "sources whose labels training must not see (held out for "
-                                                 "evaluation)", nargs="*", metavar="SOURCE")  # fmt: skip
-    init_from: str | None = setting(None, "start from this checkpoint's weights and normalisation (fine-tuning; "
-                                          "same architecture)", metavar="MODEL_PT")  # fmt: skip
-    train_only: str | None = setting(None, "train this module alone, everything else frozen (the fingerprints "
-                                           "stay)", choices=("decoder",))  # fmt: skip
+    unlabelled: list[str] | None = setting(
+        None, "sources whose labels training must not see (held out for evaluation)", nargs="*", metavar="SOURCE"
+    )
+    init_from: str | None = setting(
+        None,
+        "start from this checkpoint's weights and normalisation (fine-tuning; same architecture)",
+        metavar="MODEL_PT",
+    )
+    train_only: str | None = setting(
+        None, "train this module alone, everything else frozen (the fingerprints stay)", choices=("decoder",)
+    )
 
 
 #: ``ModelConfig`` (encoder.model.rtf) is the inference side's model description; its fields'
@@ -122,9 +138,12 @@ def model_options() -> list[Option]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rtf-train", description=DESCRIPTION,
-                                usage="%(prog)s --data SOURCE [SOURCE ...] --out DIR [options]",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="rtf-train",
+        description=DESCRIPTION,
+        usage="%(prog)s --data SOURCE [SOURCE ...] --out DIR [options]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_options(p.add_argument_group("the run (training.config.TrainConfig)"), train_options())
     add_options(p.add_argument_group("the model (encoder.model.rtf.ModelConfig)"), model_options(), "model.")
     return p
@@ -137,8 +156,10 @@ def check(tc: TrainConfig) -> None:
     if tc.ema is not None and not 0.0 <= tc.ema < 1.0:
         raise SystemExit(f"--ema {tc.ema}: the decay per step must be in [0, 1)")
     if tc.model.posterior_weight < 0 or (tc.model.posterior_weight > 0 and tc.cls_weight <= 0):
-        raise SystemExit(f"--posterior-weight {tc.model.posterior_weight}: must be >= 0, and > 0 only with "
-                         "--cls-weight > 0 (the probabilities come from the fine head)")  # fmt: skip
+        raise SystemExit(
+            f"--posterior-weight {tc.model.posterior_weight}: must be >= 0, and > 0 only with "
+            "--cls-weight > 0 (the probabilities come from the fine head)"
+        )
 
 
 def parse(argv: list[str] | None = None) -> list[TrainConfig]:

@@ -103,8 +103,18 @@ def _option(where: str, name: str, annotation: str | type, default: Any, meta: d
     nargs = meta.get("nargs") or ("+" if is_list else None)
     if nargs and default is not MISSING and default is not None and not isinstance(default, list):
         default = [default]  # a scalar field that the command line accepts several values for
-    return Option(name, typ, default, meta["help"], meta.get("flag", "--" + name.replace("_", "-")), is_list,
-                  meta.get("choices"), nargs, meta.get("metavar"), meta.get("deprecated", {}))  # fmt: skip
+    return Option(
+        name,
+        typ,
+        default,
+        meta["help"],
+        meta.get("flag", "--" + name.replace("_", "-")),
+        is_list,
+        meta.get("choices"),
+        nargs,
+        meta.get("metavar"),
+        meta.get("deprecated", {}),
+    )
 
 
 def _resolve(annotation: str | type) -> tuple[type, bool]:
@@ -134,8 +144,9 @@ def _show(default: Any) -> str:
     return " ".join(map(str, default)) if isinstance(default, list) else str(default)
 
 
-def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, options: Iterable[Option],
-                prefix: str = "") -> None:  # fmt: skip
+def add_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, options: Iterable[Option], prefix: str = ""
+) -> None:
     """Add each option to ``parser``; values land in the namespace as ``prefix + name``."""
     for o in options:
         dest, text, switch = prefix + o.name, o.help, o.type is bool and not o.is_list
@@ -147,14 +158,27 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, optio
             text += f"; formerly {', '.join(o.deprecated)}"
         text = text.replace("%", "%%")
         if switch:
-            action = parser.add_argument(o.flag, dest=dest, action=argparse.BooleanOptionalAction,
-                                         default=o.default, required=o.default is MISSING)  # fmt: skip
+            action = parser.add_argument(
+                o.flag,
+                dest=dest,
+                action=argparse.BooleanOptionalAction,
+                default=o.default,
+                required=o.default is MISSING,
+            )
             action.help = text  # BooleanOptionalAction appends its default itself on some Pythons
         else:
             metavar = o.metavar or (None if o.choices else o.flag[2:].upper().replace("-", "_"))
-            parser.add_argument(o.flag, dest=dest, type=o.type, default=None if o.default is MISSING else o.default,
-                                required=o.default is MISSING, choices=o.choices, nargs=o.nargs, metavar=metavar,
-                                help=text)  # fmt: skip
+            parser.add_argument(
+                o.flag,
+                dest=dest,
+                type=o.type,
+                default=None if o.default is MISSING else o.default,
+                required=o.default is MISSING,
+                choices=o.choices,
+                nargs=o.nargs,
+                metavar=metavar,
+                help=text,
+            )
         for old, value in o.deprecated.items():
             new = o.flag if value is True else "--no-" + o.flag[2:]
             parser.add_argument(old, dest=dest, action=_DeprecatedSwitch, const=value, replacement=new)

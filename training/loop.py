@@ -57,9 +57,13 @@ def prepare_examples(lcs: list[LightCurve], spec: FeatureSpec, cfg: ModelConfig,
     for start in tqdm(range(0, len(lcs), step), desc="examples", unit="chunk", leave=False):
         chunk = lcs[start : start + step]
         out += make_examples(
-            chunk, spec, raw_objfeat=None if raw is None else raw[start : start + step],
-            coarse_index=coarse_index, fine_index=fine_index, coarse_labels=[coarse_of(lc.label) for lc in chunk],
-        )  # fmt: skip
+            chunk,
+            spec,
+            raw_objfeat=None if raw is None else raw[start : start + step],
+            coarse_index=coarse_index,
+            fine_index=fine_index,
+            coarse_labels=[coarse_of(lc.label) for lc in chunk],
+        )
     return out
 
 
@@ -139,8 +143,9 @@ def train(tc: TrainConfig) -> Path:
     val_lcs = [lc for lc in lcs if split_of(lc.object_id, tc.val_fraction) == "val"]
     print(f"{len(lcs)} light curves: {len(train_lcs)} train, {len(val_lcs)} val", file=sys.stderr)
 
-    spec = FeatureSpec(max_len=m.max_len, use_metadata=m.use_metadata, use_images=m.use_images,
-                       use_gp=m.use_gp, gp_fit=tc.gp_fit)  # fmt: skip
+    spec = FeatureSpec(
+        max_len=m.max_len, use_metadata=m.use_metadata, use_images=m.use_images, use_gp=m.use_gp, gp_fit=tc.gp_fit
+    )
     # fine-tuning keeps the normalisation its weights were trained with (a small fine-tuning set,
     # such as one survey's labelled objects, would otherwise shift every input)
     start = load_checkpoint(tc.init_from) if tc.init_from else None
@@ -159,8 +164,12 @@ def train(tc: TrainConfig) -> Path:
 
     coarse = list(SEED_COARSE_CLASSES if tc.num_classes == 5 else COARSE_CLASSES)
     labelled = tc.cls_weight > 0
-    cfg = replace(m, gp_dim=len(OBJECT_FEATURE_NAMES) if m.use_gp else 0, coarse_classes=coarse if labelled else [],
-                  fine_classes=list(FINE_CLASSES) if labelled else [])  # fmt: skip
+    cfg = replace(
+        m,
+        gp_dim=len(OBJECT_FEATURE_NAMES) if m.use_gp else 0,
+        coarse_classes=coarse if labelled else [],
+        fine_classes=list(FINE_CLASSES) if labelled else [],
+    )
     train_ex = prepare_examples(train_lcs, spec, cfg, raw_train)
     val_ex = prepare_examples(val_lcs, spec, cfg, raw_val)
 
@@ -172,19 +181,20 @@ def train(tc: TrainConfig) -> Path:
         except RuntimeError as exc:  # shapes differ
             raise SystemExit(f"--init-from {tc.init_from}: architecture differs: {exc}") from exc
         if unexpected or any(not k.startswith("decoder.film.") for k in missing):
-            raise SystemExit(f"--init-from {tc.init_from}: architecture differs (missing {missing}, "
-                             f"unexpected {unexpected})")  # fmt: skip
+            raise SystemExit(
+                f"--init-from {tc.init_from}: architecture differs (missing {missing}, unexpected {unexpected})"
+            )
         print(f"weights from {tc.init_from}" + (f" (new: {', '.join(missing)})" if missing else ""), file=sys.stderr)
     if tc.train_only:  # e.g. grow the decoder without moving the fingerprints or the heads
         for name, p in model.named_parameters():
             p.requires_grad_(p.requires_grad and name.startswith(tc.train_only + "."))
         if not any(p.requires_grad for p in model.parameters()):
             raise SystemExit(f"--train-only {tc.train_only}: no trainable parameters under that name")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
-                            weight_decay=tc.weight_decay)  # fmt: skip
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = max(1, len(train_ex) // tc.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.epochs * steps_per_epoch,
-                                                pct_start=0.1)  # fmt: skip
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=tc.lr, total_steps=tc.epochs * steps_per_epoch, pct_start=0.1
+    )
     # the weights averaged over the last ~1/(1 - decay) steps: what is saved, evaluated and scored
     ema = None
     if tc.ema is not None:
@@ -201,9 +211,11 @@ def train(tc: TrainConfig) -> Path:
                 raise SystemExit(f"{state_path} belongs to a run without --ema: resume without it or use a new --out")
             ema.load_state_dict(state["ema"])
         if sched.total_steps != tc.epochs * steps_per_epoch:  # the one-cycle schedule cannot be stretched
-            raise SystemExit(f"{state_path} belongs to a run with another length or data ({sched.total_steps} "
-                             f"steps planned, this one plans {tc.epochs * steps_per_epoch}): resume with its "
-                             "--epochs and data, or start a new --out")  # fmt: skip
+            raise SystemExit(
+                f"{state_path} belongs to a run with another length or data ({sched.total_steps} "
+                f"steps planned, this one plans {tc.epochs * steps_per_epoch}): resume with its "
+                "--epochs and data, or start a new --out"
+            )
         start_epoch, history = state["epoch"], state["history"]
         print(f"resuming {out} at epoch {start_epoch}", file=sys.stderr)
     rng = np.random.default_rng(tc.seed + start_epoch)
@@ -236,9 +248,17 @@ def train(tc: TrainConfig) -> Path:
         row |= {f"val_{k}": v for k, v in evaluate(model if ema is None else ema.module, val_ex, spec).items()}
         history.append(row)
         print(json.dumps(row), file=sys.stderr)
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch + 1, "history": history, **({} if ema is None else {"ema": ema.state_dict()})},
-                   state_path)  # fmt: skip
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "epoch": epoch + 1,
+                "history": history,
+                **({} if ema is None else {"ema": ema.state_dict()}),
+            },
+            state_path,
+        )
 
     if ema is not None:  # state.pt keeps the last weights themselves
         model.load_state_dict(ema.module.state_dict())
@@ -247,10 +267,16 @@ def train(tc: TrainConfig) -> Path:
     scorer = fit_anomaly_scorer(Encoder(ckpt), train_ex, val_ex, seed=tc.seed)
     metrics = {"val": evaluate(model, val_ex, spec), "history": history}
     summary = {
-        "config": asdict(tc), "command": " ".join(sys.argv), "n_train": len(train_ex), "n_val": len(val_ex),
-        "train_labels": _label_counts(train_lcs), "seconds": round(time.time() - t0, 1),
-        "torch": torch.__version__, "python": platform.python_version(), "host_cpus": os.cpu_count(),
-    }  # fmt: skip
+        "config": asdict(tc),
+        "command": " ".join(sys.argv),
+        "n_train": len(train_ex),
+        "n_val": len(val_ex),
+        "train_labels": _label_counts(train_lcs),
+        "seconds": round(time.time() - t0, 1),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "host_cpus": os.cpu_count(),
+    }
     version = save_checkpoint(out / "model.pt", model, spec, scorer, summary=summary, metrics=metrics)
     (out / "summary.json").write_text(json.dumps({"version": version, **summary}, indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

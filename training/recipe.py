@@ -44,8 +44,9 @@ def _fill(value: Any, data_dir: str, out: str) -> Any:
     return value.replace("{data}", data_dir).replace("{out}", out) if isinstance(value, str) else value
 
 
-def expand(recipe: dict[str, Any], data_dir: str, out: str | None = None,
-           extra: list[str] | None = None) -> list[tuple[str, list[str]]]:  # fmt: skip
+def expand(
+    recipe: dict[str, Any], data_dir: str, out: str | None = None, extra: list[str] | None = None
+) -> list[tuple[str, list[str]]]:
     """(stage name, rtf-train arguments) of every stage: ``[common]``'s options, the stage's, ``extra``
     (rtf-train's last-given value wins) and ``--out``."""
     out = out or recipe.get("out")
@@ -76,13 +77,17 @@ def pick(stages: list[tuple[str, list[str]]], wanted: list[str] | None) -> list[
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m training.recipe", description=__doc__,
-                                usage="%(prog)s RECIPE --data-dir DIR [options] [-- rtf-train options]",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m training.recipe",
+        description=__doc__,
+        usage="%(prog)s RECIPE --data-dir DIR [options] [-- rtf-train options]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("recipe", help="a recipe file, or the name of one in training/recipes/ (default, sweep)")
     p.add_argument("--data-dir", required=True, help="the folder {data} stands for in the recipe")
-    p.add_argument("--out", help="the folder {out} stands for; the stages train into OUT/<name> "
-                                 "(default: the recipe's out)")  # fmt: skip
+    p.add_argument(
+        "--out", help="the folder {out} stands for; the stages train into OUT/<name> (default: the recipe's out)"
+    )
     p.add_argument("--stage", nargs="+", metavar="N", help="run only these stages (numbers from 1 or names)")
     p.add_argument("--dry-run", action="store_true", help="print the rtf-train commands and stop")
     argv = sys.argv[1:] if argv is None else argv

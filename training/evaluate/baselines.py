@@ -55,15 +55,18 @@ def impute_standardize(x: np.ndarray) -> np.ndarray:
 def make_classifier(name: str, seed: int = 0):
     """'rf', 'logreg', 'knn' or 'mlp' (the last three standardise their inputs)."""
     if name == "rf":
-        return RandomForestClassifier(n_estimators=RF_TREES, class_weight="balanced_subsample", min_samples_leaf=2,
-                                      random_state=seed, n_jobs=1)  # fmt: skip
+        return RandomForestClassifier(
+            n_estimators=RF_TREES, class_weight="balanced_subsample", min_samples_leaf=2, random_state=seed, n_jobs=1
+        )
     if name == "logreg":
         return make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", C=1.0, max_iter=3000))
     if name == "knn":
         return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=10, weights="distance"))
     if name == "mlp":
-        return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(128,), alpha=1e-3, max_iter=600,
-                                                             early_stopping=False, random_state=seed))  # fmt: skip
+        return make_pipeline(
+            StandardScaler(),
+            MLPClassifier(hidden_layer_sizes=(128,), alpha=1e-3, max_iter=600, early_stopping=False, random_state=seed),
+        )
     raise ValueError(f"unknown classifier {name!r}")
 
 

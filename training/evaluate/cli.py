@@ -32,12 +32,14 @@ class EvalConfig:
     checkpoint: list[str] = field(metadata={"help": "one or more model.pt files"})
     data: list[str] = field(metadata={"help": "sources training.data.load_source accepts"})
     out: str = field(metadata={"help": "output folder for tables (.md, .json) and plots (.png)"})
-    holdout: str = setting("val", "val: only objects in the validation split; none: every labelled object",
-                           choices=("val", "none"))  # fmt: skip
+    holdout: str = setting(
+        "val", "val: only objects in the validation split; none: every labelled object", choices=("val", "none")
+    )
     limit: int | None = setting(None, "stratified subsample of about N objects", metavar="N")
     min_detections: int | None = setting(None, "drop shorter light curves (default 5 for knn, else 1)", metavar="N")
-    level: str | None = setting(None, "class level (default coarse for early and probe, else fine)",
-                                choices=("coarse", "fine"))  # fmt: skip
+    level: str | None = setting(
+        None, "class level (default coarse for early and probe, else fine)", choices=("coarse", "fine")
+    )
     cv: int = setting(5, "cross-validation folds of the baselines and probes")
     gp_fit: bool = setting(False, "the baseline's features include the GP fit's (slow)", deprecated={"--gp": True})
     seed: int = setting(0, "seed of --limit's subsample, the cross-validation shuffles and the embeddings")
@@ -48,8 +50,9 @@ class EvalConfig:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_options(common, options_of(EvalConfig))
-    p = argparse.ArgumentParser(prog="rtf-evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="rtf-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (TASKS | {"all": "every task, plus report.md"}).items():
         sub.add_parser(name, parents=[common], help=text, description=text)

@@ -103,8 +103,9 @@ def macro_by_class(hit: np.ndarray, labels: np.ndarray, min_members: int = 3) ->
     return (float(np.mean(list(per.values()))) if per else float("nan")), per
 
 
-def precision_at_k(x: np.ndarray, labels: np.ndarray, k: int = 10, metric: str = "cosine",
-                   min_members: int = 3) -> tuple[float, dict[str, float]]:  # fmt: skip
+def precision_at_k(
+    x: np.ndarray, labels: np.ndarray, k: int = 10, metric: str = "cosine", min_members: int = 3
+) -> tuple[float, dict[str, float]]:
     """Same-class precision@k, macro over classes with >= ``min_members`` members.
 
     For each query, the fraction of its k nearest *other* objects sharing its class;
@@ -117,8 +118,9 @@ def precision_at_k(x: np.ndarray, labels: np.ndarray, k: int = 10, metric: str =
     return macro_by_class(same_class_hits(x, labels, k, metric), labels, min_members)
 
 
-def supervised_precision_at_k(x: np.ndarray, labels: np.ndarray, k: int = 10, folds: int = 5,
-                              seed: int = 0) -> tuple[float, dict[str, float]]:  # fmt: skip
+def supervised_precision_at_k(
+    x: np.ndarray, labels: np.ndarray, k: int = 10, folds: int = 5, seed: int = 0
+) -> tuple[float, dict[str, float]]:
     """Precision@k after a supervised linear projection (shrinkage LDA), cross-validated.
 
     For each stratified fold, the projection is fitted on the labels of the other folds, every object

@@ -80,8 +80,16 @@ def embeddings(panels: dict[str, np.ndarray], labels: np.ndarray, path: Path, ti
         for j, c in enumerate(classes):
             sel = labels == c
             rare = sel.sum() < 0.05 * len(labels)
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=22 if rare else 7, alpha=0.9 if rare else 0.5, color=cmap(j % 20),
-                       label=f"{c} ({sel.sum()})", edgecolors="k" if rare else "none", linewidths=0.3)  # fmt: skip
+            ax.scatter(
+                xy[sel, 0],
+                xy[sel, 1],
+                s=22 if rare else 7,
+                alpha=0.9 if rare else 0.5,
+                color=cmap(j % 20),
+                label=f"{c} ({sel.sum()})",
+                edgecolors="k" if rare else "none",
+                linewidths=0.3,
+            )
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -120,9 +120,16 @@ def _local_band(model: SurveyModel, band: np.ndarray) -> np.ndarray:
 
 
 def _visit_nights(
-    rng: np.random.Generator, t0: float, t1: float, ra: float, dec: float, latitude: float, gaps: np.ndarray,
-    gap_p: np.ndarray, weather_loss: float,
-) -> np.ndarray:  # fmt: skip
+    rng: np.random.Generator,
+    t0: float,
+    t1: float,
+    ra: float,
+    dec: float,
+    latitude: float,
+    gaps: np.ndarray,
+    gap_p: np.ndarray,
+    weather_loss: float,
+) -> np.ndarray:
     n_max = int((t1 - t0) / gaps.min()) + 2
     start = np.floor(t0) + rng.integers(0, int(gaps.max()))
     nights = start + np.cumsum(rng.choice(gaps, size=n_max, p=gap_p))
@@ -160,8 +167,11 @@ def _ztf_visits(
         (start + rng.uniform(0.08, 0.2, n))[second],
     ]
     b = [
-        np.full(has_g.sum(), g_idx), np.full(has_r.sum(), r_idx), np.full(has_i.sum(), i_idx), second_band[second],
-    ]  # fmt: skip
+        np.full(has_g.sum(), g_idx),
+        np.full(has_r.sum(), r_idx),
+        np.full(has_i.sum(), i_idx),
+        second_band[second],
+    ]
     night_id = np.arange(n)
     nid = [night_id[has_g], night_id[has_r], night_id[has_i], night_id[second]]
     time = np.concatenate(t)
@@ -178,9 +188,16 @@ def _lsst_visits(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # rolling cadence: alternate dense and sparse years with a declination-dependent phase
     nights = _visit_nights(
-        rng, t0, t1, ra, dec, model.latitude, np.array([1.0, 2.0, 3.0, 4.0, 6.0]),
-        np.array([0.25, 0.3, 0.2, 0.15, 0.1]), 0.2,
-    )  # fmt: skip
+        rng,
+        t0,
+        t1,
+        ra,
+        dec,
+        model.latitude,
+        np.array([1.0, 2.0, 3.0, 4.0, 6.0]),
+        np.array([0.25, 0.3, 0.2, 0.15, 0.1]),
+        0.2,
+    )
     year_phase = (np.floor((nights - 2460800.0) / 365.25) + (dec < -30)) % 2
     keep = rng.uniform(size=len(nights)) < np.where(year_phase == 0, 0.9, 0.35)
     nights = nights[keep]

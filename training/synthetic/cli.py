@@ -52,8 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stamps", action="store_true", help="simulate the 63x63 science/template/difference cutouts")
     ap.add_argument("--no-metadata", action="store_true", help="no per-detection alert metadata")
-    ap.add_argument("--classes", type=parse_weights, default=None,
-                    help="class weights, e.g. 'SNIa=0.5,SNII=0.2,KN=0.01' (default: a realistic stream mix)")  # fmt: skip
+    ap.add_argument(
+        "--classes",
+        type=parse_weights,
+        default=None,
+        help="class weights, e.g. 'SNIa=0.5,SNII=0.2,KN=0.01' (default: a realistic stream mix)",
+    )
     ap.add_argument("--min-detections", type=int, default=1)
     ap.add_argument("--max-peak-mag", type=float, default=None, help="keep objects brighter than this (BTS-like: 18.8)")
     ap.add_argument("--duration-days", type=float, default=3 * 365.25)
@@ -69,11 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     fmt = args.format or ("avro" if args.out.suffix == ".avro" or args.out.suffix == "" else "parquet")
     try:
         config = SurveyConfig(
-            survey=args.survey, n_objects=args.n, seed=args.seed, with_stamps=args.stamps,
-            with_metadata=not args.no_metadata, class_weights=args.classes or dict(DEFAULT_CLASS_WEIGHTS),
-            min_detections=args.min_detections, max_peak_mag=args.max_peak_mag, duration_days=args.duration_days,
+            survey=args.survey,
+            n_objects=args.n,
+            seed=args.seed,
+            with_stamps=args.stamps,
+            with_metadata=not args.no_metadata,
+            class_weights=args.classes or dict(DEFAULT_CLASS_WEIGHTS),
+            min_detections=args.min_detections,
+            max_peak_mag=args.max_peak_mag,
+            duration_days=args.duration_days,
             start_jd=args.start_jd,
-        )  # fmt: skip
+        )
     except ValueError as exc:
         print(f"rtf-synth: error: {exc}", file=sys.stderr)
         return 2

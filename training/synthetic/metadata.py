@@ -22,14 +22,45 @@ N_META = len(META_INDEX)
 _PS1 = ("g", "r", "i", "z")
 #: Fields absent from ZTF prv_candidates (only the alert's own candidate has them).
 ALERT_ONLY_FIELDS = (
-    "sgscore1", "sgscore2", "distpsnr1", "distpsnr2", "nmtchps", "ndethist", "ncovhist",
-    "srmag1", "sgmag1", "simag1", "szmag1", "srmag2", "sgmag2", "simag2", "szmag2", "zpclrcov",
-)  # fmt: skip
+    "sgscore1",
+    "sgscore2",
+    "distpsnr1",
+    "distpsnr2",
+    "nmtchps",
+    "ndethist",
+    "ncovhist",
+    "srmag1",
+    "sgmag1",
+    "simag1",
+    "szmag1",
+    "srmag2",
+    "sgmag2",
+    "simag2",
+    "szmag2",
+    "zpclrcov",
+)
 #: LSST alerts have no PS1 cross-match, star-galaxy score or ZTF photometric-calibration fields.
 LSST_MISSING_FIELDS = (
-    "sgscore1", "sgscore2", "distpsnr1", "distpsnr2", "nmtchps", "srmag1", "sgmag1", "simag1", "szmag1",
-    "srmag2", "sgmag2", "simag2", "szmag2", "clrcoeff", "clrcounc", "zpclrcov", "classtar", "chinr", "sharpnr",
-)  # fmt: skip
+    "sgscore1",
+    "sgscore2",
+    "distpsnr1",
+    "distpsnr2",
+    "nmtchps",
+    "srmag1",
+    "sgmag1",
+    "simag1",
+    "szmag1",
+    "srmag2",
+    "sgmag2",
+    "simag2",
+    "szmag2",
+    "clrcoeff",
+    "clrcounc",
+    "zpclrcov",
+    "classtar",
+    "chinr",
+    "sharpnr",
+)
 _ALERT_ONLY_IDX = np.array([META_INDEX[f] for f in ALERT_ONLY_FIELDS])
 _LSST_MISSING_IDX = np.array([META_INDEX[f] for f in LSST_MISSING_FIELDS])
 #: Reference-image depth: fainter counterparts are not in the reference catalogue.

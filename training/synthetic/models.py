@@ -420,14 +420,25 @@ def sample_agn(rng: np.random.Generator, ctx: Context) -> Source:
     z = float(rng.uniform(0.05, 1.5))
     host_mag = r_mean + rng.uniform(0.3, 2.0) + _GALAXY_COLOUR
     host = Host(
-        "galaxy", host_mag, offset_arcsec=abs(rng.normal(0, 0.1)), position_angle=float(rng.uniform(0, np.pi)),
-        r_eff_arcsec=float(rng.uniform(0.8, 3.0)), sersic_n=4.0, axis_ratio=float(rng.uniform(0.5, 1)), nuclear=True,
+        "galaxy",
+        host_mag,
+        offset_arcsec=abs(rng.normal(0, 0.1)),
+        position_angle=float(rng.uniform(0, np.pi)),
+        r_eff_arcsec=float(rng.uniform(0.8, 3.0)),
+        sersic_n=4.0,
+        axis_ratio=float(rng.uniform(0.5, 1)),
+        nuclear=True,
         point_mag=r_mean + colour,
-    )  # fmt: skip
+    )
     return Source(
-        "AGN", flux, ctx.t_min, ctx.t_max, host, redshift=z,
+        "AGN",
+        flux,
+        ctx.t_min,
+        ctx.t_max,
+        host,
+        redshift=z,
         params={"tau": tau, "sf_inf": sf_inf, "r_mean": r_mean, "burst": float(burst)},
-    )  # fmt: skip
+    )
 
 
 def _star(rng: np.random.Generator, r_mag: float, colour: np.ndarray) -> Host:
@@ -476,9 +487,13 @@ def sample_cv(rng: np.random.Generator, ctx: Context) -> Source:
         return f_amp * scale[k] * shape * sed[band]
 
     return Source(
-        "CV", flux, ctx.t_min, ctx.t_max, _star(rng, r_q, colour),
+        "CV",
+        flux,
+        ctx.t_min,
+        ctx.t_max,
+        _star(rng, r_q, colour),
         params={"recurrence": recurrence, "amplitude": amp, "r_quiescent": r_q},
-    )  # fmt: skip
+    )
 
 
 def sample_microlensing(rng: np.random.Generator, ctx: Context) -> Source:
@@ -496,9 +511,13 @@ def sample_microlensing(rng: np.random.Generator, ctx: Context) -> Source:
         return ref[band] * (amp - 1)
 
     return Source(
-        "Microlensing", flux, t0 - 5 * t_e, t0 + 5 * t_e, _star(rng, r_base, colour),
+        "Microlensing",
+        flux,
+        t0 - 5 * t_e,
+        t0 + 5 * t_e,
+        _star(rng, r_base, colour),
         params={"t0": t0, "t_e": t_e, "u0": u0},
-    )  # fmt: skip
+    )
 
 
 def sample_flare(rng: np.random.Generator, ctx: Context, visit_times: np.ndarray | None = None) -> Source:
@@ -522,9 +541,13 @@ def sample_flare(rng: np.random.Generator, ctx: Context, visit_times: np.ndarray
         return (shape * f_amp).sum(axis=1) * sed[band]
 
     return Source(
-        "Flare", flux, ctx.t_min, ctx.t_max, _star(rng, r_q, colour),
+        "Flare",
+        flux,
+        ctx.t_min,
+        ctx.t_max,
+        _star(rng, r_q, colour),
         params={"t_flare": float(t_f[0]), "amplitude": float(amp[0])},
-    )  # fmt: skip
+    )
 
 
 def sample_periodic(rng: np.random.Generator, ctx: Context) -> Source:
@@ -544,9 +567,13 @@ def sample_periodic(rng: np.random.Generator, ctx: Context) -> Source:
         return ref[band] * (10 ** (-0.4 * dm) - 1)
 
     return Source(
-        "Periodic", flux, ctx.t_min, ctx.t_max, _star(rng, r_mean, colour),
+        "Periodic",
+        flux,
+        ctx.t_min,
+        ctx.t_max,
+        _star(rng, r_mean, colour),
         params={"period": period, "amplitude": amp},
-    )  # fmt: skip
+    )
 
 
 SAMPLERS: dict[str, Callable[..., Source]] = {

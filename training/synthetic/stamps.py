@@ -66,9 +66,14 @@ def _fits_gz(data: np.ndarray) -> bytes:
 
 
 def make_stamps(
-    rng: np.random.Generator, source: Source, model: SurveyModel, flux_njy: float, band: int, fwhm_arcsec: float,
+    rng: np.random.Generator,
+    source: Source,
+    model: SurveyModel,
+    flux_njy: float,
+    band: int,
+    fwhm_arcsec: float,
     limit_mag: float,
-) -> dict[str, bytes]:  # fmt: skip
+) -> dict[str, bytes]:
     """Stamps of the detection with difference flux ``flux_njy`` (nJy) in global band ``band``.
 
     The pixel noise is set so that a PSF fit has the epoch's 5-sigma limit ``limit_mag``,

@@ -145,9 +145,20 @@ def generate_object(
 
 
 def _assemble(
-    rng: np.random.Generator, config: SurveyConfig, model, source: Source, epochs: Epochs, flux: np.ndarray,
-    flux_err: np.ndarray, detected: np.ndarray, det: np.ndarray, object_id: str, index: int, ra: float, dec: float,
-) -> LightCurve:  # fmt: skip
+    rng: np.random.Generator,
+    config: SurveyConfig,
+    model,
+    source: Source,
+    epochs: Epochs,
+    flux: np.ndarray,
+    flux_err: np.ndarray,
+    detected: np.ndarray,
+    det: np.ndarray,
+    object_id: str,
+    index: int,
+    ra: float,
+    dec: float,
+) -> LightCurve:
     t_first, t_last = epochs.time[det[0]], epochs.time[det[-1]]
     ul = ~detected & (epochs.time <= t_last)
     if config.ul_history_days is not None:
@@ -161,22 +172,48 @@ def _assemble(
         ndet_before = ndet0 + np.arange(len(det))
         ncov_before = ncov0 + det + 1
         meta = make_metadata(
-            rng, source, model, epochs.band[det], flux[det], flux_err[det], epochs.limit[det], epochs.fwhm[det],
-            ndet_before, ncov_before, config.meta_missing_fraction,
-        )  # fmt: skip
+            rng,
+            source,
+            model,
+            epochs.band[det],
+            flux[det],
+            flux_err[det],
+            epochs.limit[det],
+            epochs.fwhm[det],
+            ndet_before,
+            ncov_before,
+            config.meta_missing_fraction,
+        )
     stamps = None
     if config.with_stamps:
         last = det[-1]
         stamps = make_stamps(
-            rng, source, model, float(flux[last]), int(epochs.band[last]), float(epochs.fwhm[last]),
+            rng,
+            source,
+            model,
+            float(flux[last]),
+            int(epochs.band[last]),
+            float(epochs.fwhm[last]),
             float(epochs.limit[last]),
-        )  # fmt: skip
+        )
     alert_id = 10**18 + (config.seed % 10_000) * 10**14 + index * 20_000 + np.arange(len(det), dtype=np.int64)
     return LightCurve.build(
-        object_id, config.survey, epochs.time[det], epochs.band[det], flux=flux[det], flux_err=flux_err[det],
-        meta=meta, ul_time=epochs.time[ul], ul_band=epochs.band[ul], ul_mag=epochs.limit[ul], ra=ra, dec=dec,
-        stamps=stamps, label=source.cls, alert_id=alert_id,
-    )  # fmt: skip
+        object_id,
+        config.survey,
+        epochs.time[det],
+        epochs.band[det],
+        flux=flux[det],
+        flux_err=flux_err[det],
+        meta=meta,
+        ul_time=epochs.time[ul],
+        ul_band=epochs.band[ul],
+        ul_mag=epochs.limit[ul],
+        ra=ra,
+        dec=dec,
+        stamps=stamps,
+        label=source.cls,
+        alert_id=alert_id,
+    )
 
 
 # ---------------------------------------------------------------------- the survey

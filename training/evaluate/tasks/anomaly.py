@@ -33,20 +33,27 @@ def run(ctx: Context) -> str:
             if mask is None and enc.fine_classes:
                 mask = np.array([c in RARE_FINE_CLASSES for c in enc.fine_classes])
             sig = signals(vec, e.misfit[idx], fine, mask, ref.astype(np.float32), exclude_self=True)
-            scores = {"anomaly score (calibrated)": e.anomaly[idx], "misfit": sig[:, 0],
-                      "isolation (leave-one-out, eval set)": sig[:, 1]}  # fmt: skip
+            scores = {
+                "anomaly score (calibrated)": e.anomaly[idx],
+                "misfit": sig[:, 0],
+                "isolation (leave-one-out, eval set)": sig[:, 1],
+            }
             if fine is not None and mask is not None and mask.any():
-                scores |= {"rare-class probability": sig[:, SIGNALS.index("rare_logit")],
-                           "classifier entropy": sig[:, SIGNALS.index("entropy")]}  # fmt: skip
+                scores |= {
+                    "rare-class probability": sig[:, SIGNALS.index("rare_logit")],
+                    "classifier entropy": sig[:, SIGNALS.index("entropy")],
+                }
             for s_name, s in scores.items():
                 res.setdefault(f"{name}: {s_name}", {})[vname] = metrics.binary_auroc(s, rare)
                 if vname == "full":
                     roc_scores[f"{name}: {s_name}"] = s
         vlcs = [ctx.view(view)[i] for i in idx]
         forest = baselines.isolation_forest_scores(ctx.features(view)[idx], a.seed)
-        base = {"IsolationForest on physics features": forest,
-                "duration (days)": np.array([lc.duration for lc in vlcs]),
-                "number of detections": np.array([len(lc) for lc in vlcs], dtype=float)}  # fmt: skip
+        base = {
+            "IsolationForest on physics features": forest,
+            "duration (days)": np.array([lc.duration for lc in vlcs]),
+            "number of detections": np.array([len(lc) for lc in vlcs], dtype=float),
+        }
         for s_name, s in base.items():
             res.setdefault(s_name, {})[vname] = metrics.binary_auroc(s, rare)
             if vname == "full":
@@ -55,17 +62,20 @@ def run(ctx: Context) -> str:
     rows = [[m, *(num(res[m][v]) for v in views)] for m in res]
     plots.roc_curves(roc_scores, rare, ctx.out / "anomaly_roc.png", "rare vs common SNe (full light curves)")
     n_rare = Counter(lab[idx][rare].tolist())
-    md = "\n\n".join([
-        "## Anomaly ranking",
-        ctx.set_line(idx, "fine", "anomaly"),
-        f"AUROC of rare classes ({', '.join(f'{c} {n}' for c, n in n_rare.most_common())}; {rare.sum()} in all) "
-        f"against common SNe ({', '.join(COMMON_SNE)}; {(~rare).sum()}); higher score = more anomalous, "
-        "0.5 = chance, < 0.5 = the score ranks them backwards. Isolation is computed against the evaluation "
-        "set itself, leave-one-out (exclude_self), not the checkpoint's training reference; the calibrated score "
-        "uses the checkpoint's reference and weights (fitted on the training run's validation split: with "
-        "--holdout val it has seen these labels through its 4 logistic weights and bias). IsolationForest is fitted "
-        "on the evaluation set (unsupervised). Length-only scores show how much a score can win by knowing only "
-        "the length.",
-        table(["score", "AUROC full", "AUROC first 30 days"], rows), "![roc](anomaly_roc.png)",
-    ])  # fmt: skip
+    md = "\n\n".join(
+        [
+            "## Anomaly ranking",
+            ctx.set_line(idx, "fine", "anomaly"),
+            f"AUROC of rare classes ({', '.join(f'{c} {n}' for c, n in n_rare.most_common())}; {rare.sum()} in all) "
+            f"against common SNe ({', '.join(COMMON_SNE)}; {(~rare).sum()}); higher score = more anomalous, "
+            "0.5 = chance, < 0.5 = the score ranks them backwards. Isolation is computed against the evaluation "
+            "set itself, leave-one-out (exclude_self), not the checkpoint's training reference; the calibrated score "
+            "uses the checkpoint's reference and weights (fitted on the training run's validation split: with "
+            "--holdout val it has seen these labels through its 4 logistic weights and bias). IsolationForest is fitted "
+            "on the evaluation set (unsupervised). Length-only scores show how much a score can win by knowing only "
+            "the length.",
+            table(["score", "AUROC full", "AUROC first 30 days"], rows),
+            "![roc](anomaly_roc.png)",
+        ]
+    )
     return write_section(ctx, "anomaly", md, {"auroc": res, "n_rare": int(rare.sum()), "n_common": int((~rare).sum())})

@@ -52,13 +52,16 @@ def run(ctx: Context) -> str:
     for method, res in results.items():
         rows += [[method, m.replace("_", " "), *(num(v) if m == "roc_auc" else pct(v) for v in res[m])] for m in res]
     plots.metric_curves(cols, results, ctx.out / "early.png", "early classification")
-    md = "\n\n".join([
-        "## Early classification",
-        ctx.set_line(idx, level, "early"),
-        "Model: the checkpoint's classification head on the first n detections. Baselines: "
-        f"physics features{' + GP' if a.gp_fit else ''} of the same truncated curves, {a.cv}-fold stratified "
-        "cross-validation on the evaluation set. Objects with fewer than n detections use their whole curve "
-        "(as the seed does). ROC-AUC: macro one-vs-rest over the classes present.",
-        table(["method", "metric", *cols], rows), "![early](early.png)",
-    ])  # fmt: skip
+    md = "\n\n".join(
+        [
+            "## Early classification",
+            ctx.set_line(idx, level, "early"),
+            "Model: the checkpoint's classification head on the first n detections. Baselines: "
+            f"physics features{' + GP' if a.gp_fit else ''} of the same truncated curves, {a.cv}-fold stratified "
+            "cross-validation on the evaluation set. Objects with fewer than n detections use their whole curve "
+            "(as the seed does). ROC-AUC: macro one-vs-rest over the classes present.",
+            table(["method", "metric", *cols], rows),
+            "![early](early.png)",
+        ]
+    )
     return write_section(ctx, "early", md, {"columns": cols, "results": results, "n": len(idx)})

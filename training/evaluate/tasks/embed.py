@@ -47,12 +47,16 @@ def run(ctx: Context) -> str:
         sil = float(silhouette_score(x, y, metric="cosine")) if len(set(y)) > 1 else float("nan")
         data[name]["silhouette_cosine"] = sil
         rows.append([name, x.shape[1], num(sil)])
-    md = "\n\n".join([
-        "## Embeddings",
-        ctx.set_line(idx, level, "embed"),
-        "UMAP (cosine, 15 neighbours) and t-SNE (cosine, PCA init) of the fingerprints, side by side with the "
-        "standardised physics features. Silhouette: cosine, by class, in the original space (higher = classes "
-        "better separated).",
-        table(["input", "dim", "silhouette (cosine)"], rows), "![umap](embed_umap.png)", "![tsne](embed_tsne.png)",
-    ])  # fmt: skip
+    md = "\n\n".join(
+        [
+            "## Embeddings",
+            ctx.set_line(idx, level, "embed"),
+            "UMAP (cosine, 15 neighbours) and t-SNE (cosine, PCA init) of the fingerprints, side by side with the "
+            "standardised physics features. Silhouette: cosine, by class, in the original space (higher = classes "
+            "better separated).",
+            table(["input", "dim", "silhouette (cosine)"], rows),
+            "![umap](embed_umap.png)",
+            "![tsne](embed_tsne.png)",
+        ]
+    )
     return write_section(ctx, "embed", md, {"inputs": data, "n": n})

@@ -35,27 +35,37 @@ def run(ctx: Context) -> str:
     views = ["full", "first 30 days"]
     rows = [[m, *(num(res[m][v][0]) for v in views)] for m in shown]
     classes, n_class = metrics.counted_classes(y), Counter(y.tolist())
-    class_rows = [[f"{c} ({n_class[c]})", *(num(res[m][v][1].get(c, np.nan)) for m in shown for v in views)]
-                  for c in classes]  # fmt: skip
-    plots.grouped_bars({m: res[m]["full"][1] for m in shown}, ctx.out / "knn_per_class.png",
-                       "same-class precision@10 (full light curves)", "precision@10")  # fmt: skip
-    md = "\n\n".join([
-        "## kNN retrieval",
-        ctx.set_line(idx, ctx.level("knn"), "knn"),
-        f"Same-class precision@{k}: for each object, the fraction of its {k} nearest other objects sharing its "
-        "class; averaged within each class with >= 3 members, then over classes (macro). Features: standardised "
-        "physics features (NaN → column median), cosine and Euclidean, the better shown "
-        f"(cosine {num(res['physics features (cosine)']['full'][0])}, "
-        f"Euclidean {num(res['physics features (euclidean)']['full'][0])} on full curves). "
-        "First 30 days: lc.until(first detection + 30 d), features recomputed.",
-        table(["method", "P@10 full", "P@10 first 30 days"], rows),
-        "What labels could add (not the product: the service searches the fingerprints as they are). A "
-        "shrinkage LDA fitted on the labels of 4 of 5 stratified folds projects every object; the 5th fold's "
-        "objects are the queries (Euclidean):",
-        table(["representation + supervised projection", "P@10 full", "P@10 first 30 days"],
-              [[m, *(num(supervised[m][v][0]) for v in views)] for m in supervised]),  # fmt: skip
-        "Per class:", table(["class (n)", *(f"{m} / {v}" for m in shown for v in views)], class_rows),
-        "![per class](knn_per_class.png)",
-    ])  # fmt: skip
+    class_rows = [
+        [f"{c} ({n_class[c]})", *(num(res[m][v][1].get(c, np.nan)) for m in shown for v in views)] for c in classes
+    ]
+    plots.grouped_bars(
+        {m: res[m]["full"][1] for m in shown},
+        ctx.out / "knn_per_class.png",
+        "same-class precision@10 (full light curves)",
+        "precision@10",
+    )
+    md = "\n\n".join(
+        [
+            "## kNN retrieval",
+            ctx.set_line(idx, ctx.level("knn"), "knn"),
+            f"Same-class precision@{k}: for each object, the fraction of its {k} nearest other objects sharing its "
+            "class; averaged within each class with >= 3 members, then over classes (macro). Features: standardised "
+            "physics features (NaN → column median), cosine and Euclidean, the better shown "
+            f"(cosine {num(res['physics features (cosine)']['full'][0])}, "
+            f"Euclidean {num(res['physics features (euclidean)']['full'][0])} on full curves). "
+            "First 30 days: lc.until(first detection + 30 d), features recomputed.",
+            table(["method", "P@10 full", "P@10 first 30 days"], rows),
+            "What labels could add (not the product: the service searches the fingerprints as they are). A "
+            "shrinkage LDA fitted on the labels of 4 of 5 stratified folds projects every object; the 5th fold's "
+            "objects are the queries (Euclidean):",
+            table(
+                ["representation + supervised projection", "P@10 full", "P@10 first 30 days"],
+                [[m, *(num(supervised[m][v][0]) for v in views)] for m in supervised],
+            ),
+            "Per class:",
+            table(["class (n)", *(f"{m} / {v}" for m in shown for v in views)], class_rows),
+            "![per class](knn_per_class.png)",
+        ]
+    )
     data = {m: {v: {"macro": r[m][v][0], "per_class": r[m][v][1]} for v in views} for r in (res, supervised) for m in r}
     return write_section(ctx, "knn", md, {"results": data, "n": len(idx)})

@@ -75,25 +75,43 @@ def run(ctx: Context) -> str:
         s["time_err_days"] = med(r["dt"], everything) if r["dt"] else float("nan")
         s["band_accuracy"] = float(np.nanmean(np.concatenate(r["band"]))) if r["band"] else float("nan")
         summary[method], per_class[method] = s, {c: med(dmag, labels == c) for c in classes}
-        rows.append([method, *(num(s[f"dmag_{d}"]) for d in datasets), num(s["dmag_all"]),
-                     num(s["time_err_days"], 2), pct(s["band_accuracy"])])  # fmt: skip
+        rows.append(
+            [
+                method,
+                *(num(s[f"dmag_{d}"]) for d in datasets),
+                num(s["dmag_all"]),
+                num(s["time_err_days"], 2),
+                pct(s["band_accuracy"]),
+            ]
+        )
     n_class = Counter(labels.tolist())
     class_rows = [[f"{c} ({n_class[c]})", *(num(per_class[m][c]) for m in methods)] for c in classes]
     plots.grouped_bars(per_class, ctx.out / "recon_per_class.png", "median |Δmag| per class", "mag")
     _recon_examples(ctx, lcs, labels)
-    md = "\n\n".join([
-        "## Physical-unit reconstruction",
-        ctx.set_line(idx, "fine", "recon"),
-        "Median |Δmag| between the decoded light curve and the observed magnitude at every observed (time, band) "
-        "with S/N > 5 (query decoder: Encoder.reconstruct at t - t_first per band; position decoder: by sequence "
-        "position within the encoder window). Time error and band accuracy exist only for the position decoder "
-        "(the query decoder is asked at the observed times and bands). Baselines: per-band median magnitude, and a "
-        "per-band Bazin fit of the light curve itself (>= 6 points, else the median).",
-        table(["method", *(f"median abs dmag {d}" for d in datasets), "median abs dmag (all)", "time error (d)",
-               "band accuracy"], rows),  # fmt: skip
-        "Per class (median |Δmag|):", table(["class (n)", *methods], class_rows),
-        "![per class](recon_per_class.png) ![examples](recon_examples.png)",
-    ])  # fmt: skip
+    md = "\n\n".join(
+        [
+            "## Physical-unit reconstruction",
+            ctx.set_line(idx, "fine", "recon"),
+            "Median |Δmag| between the decoded light curve and the observed magnitude at every observed (time, band) "
+            "with S/N > 5 (query decoder: Encoder.reconstruct at t - t_first per band; position decoder: by sequence "
+            "position within the encoder window). Time error and band accuracy exist only for the position decoder "
+            "(the query decoder is asked at the observed times and bands). Baselines: per-band median magnitude, and a "
+            "per-band Bazin fit of the light curve itself (>= 6 points, else the median).",
+            table(
+                [
+                    "method",
+                    *(f"median abs dmag {d}" for d in datasets),
+                    "median abs dmag (all)",
+                    "time error (d)",
+                    "band accuracy",
+                ],
+                rows,
+            ),
+            "Per class (median |Δmag|):",
+            table(["class (n)", *methods], class_rows),
+            "![per class](recon_per_class.png) ![examples](recon_examples.png)",
+        ]
+    )
     return write_section(ctx, "recon", md, {"summary": summary, "per_class": per_class, "n": len(idx)})
 
 
@@ -111,7 +129,15 @@ def _recon_examples(ctx: Context, lcs: list[LightCurve], labels: np.ndarray, n: 
         bands = sorted({BANDS[b] for b in lc.band})
         grid = np.linspace(-5, lc.duration + 10, 120)
         mag, _ = enc.reconstruct(lc, grid, bands)
-        items.append({"id": lc.object_id, "label": labels[j], "t": lc.time - lc.time[0], "mag": lc.mag,
-                      "band": np.array(lc.band_names), "grid": grid,
-                      "curves": dict(zip(bands, mag, strict=True))})  # fmt: skip
+        items.append(
+            {
+                "id": lc.object_id,
+                "label": labels[j],
+                "t": lc.time - lc.time[0],
+                "mag": lc.mag,
+                "band": np.array(lc.band_names),
+                "grid": grid,
+                "curves": dict(zip(bands, mag, strict=True)),
+            }
+        )
     plots.reconstructions(items, ctx.out / "recon_examples.png", f"{name}: decoded light curves")
