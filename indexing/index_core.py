@@ -37,7 +37,7 @@ class IndexConfig:
     exact_scan_max: int = 250_000  # filtered search: brute force on flat/HNSW storage up to this many vectors
     max_overfetch: int = 1024  # filtered HNSW/IVF search: largest unfiltered k before brute force
     class_partitions_min: int = 200_000  # HNSW indexes this large keep each class apart (indexing.partitions)
-    class_partition_max: int = 200_000  # ... and scan a class filter's classes when they hold at most this many
+    class_partition_max: int = 400_000  # ... and scan a class filter's classes when they hold at most this many
     omp_threads: int | None = None  # faiss.omp_set_num_threads (None: leave faiss' default)
     # faiss uses BLAS (instead of its SIMD loop) for batches of >= this many queries. faiss 1.15
     # defaults to 128000 (practically never); the old default 20 was 2.5-5x SLOWER for batched

@@ -231,7 +231,9 @@ class VectorIndex(IndexSearch):
         return core
 
     def _class_partitions(self, cls: np.ndarray, vectors: np.ndarray) -> ClassPartitions:
-        partitions = ClassPartitions(self.dim)
+        rng = np.random.default_rng(0)
+        sample = vectors[rng.choice(len(vectors), min(len(vectors), 20_000), replace=False)]
+        partitions = ClassPartitions(self.dim, sample, lambda labels: self._vectors_of(self._core, labels))
         partitions.add(np.asarray(cls), vectors, np.arange(len(vectors), dtype=np.int64))
         return partitions
 

@@ -1,5 +1,6 @@
-"""Class partitions: a class-filtered search over the partitions of the classes asked for finds what
-an exact search over the matching objects finds, other filters included."""
+"""Class partitions: a class-filtered search over the partitions of the classes asked for (8-bit
+scans, candidates re-scored exactly) finds what an exact search over the matching objects finds,
+other filters included."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _exact(x, q, ok, k):
 def test_class_partitions_find_the_exact_neighbours_of_the_classes_asked_for():
     x, codes, score = _data()
     labels = np.arange(len(x)) + 100  # main-index labels need not be rows
-    parts = ClassPartitions(x.shape[1])
+    parts = ClassPartitions(x.shape[1], x, lambda labs: x[labs - 100])
     parts.add(codes[:4000], x[:4000], labels[:4000])
     parts.add(codes[4000:], x[4000:], labels[4000:])  # grown in two steps, as upserts do
     assert len(parts) == len(x) and parts.size([0, 2]) == int(np.isin(codes, [0, 2]).sum())
@@ -47,7 +48,7 @@ def test_class_partitions_find_the_exact_neighbours_of_the_classes_asked_for():
 
 def test_a_class_without_members_or_too_few_passing_gives_what_there_is():
     x, codes, _ = _data(n=500)
-    parts = ClassPartitions(x.shape[1])
+    parts = ClassPartitions(x.shape[1], x, lambda labs: x[labs])
     parts.add(codes, x, np.arange(len(x)))
     sims, labs = parts.search(x[:3], 10, [7], lambda labs: np.ones(len(labs), bool), max_fetch=256)
     assert (labs == -1).all()
