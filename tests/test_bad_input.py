@@ -505,6 +505,7 @@ def test_the_api_key_never_reaches_the_logs(tmp_path, demo_file):
     import secrets
 
     import httpx
+
     from tests._server import Server
 
     key = "sk-" + secrets.token_hex(24)
