@@ -10,6 +10,7 @@
 Reference: docs/client.md.
 """
 
+from ._bodies import Filters
 from .client import MAX_NEIGHBOR_IDS, RTFClient, __version__
 from .errors import (
     Conflict,
@@ -48,6 +49,7 @@ __all__ = [
     "ConeMatch",
     "Conflict",
     "FieldError",
+    "Filters",
     "Fingerprint",
     "IngestResult",
     "IngestedObject",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypedDict
 
 from .models import Fingerprint, ObjectDetail
 
@@ -76,24 +76,33 @@ def search_query(query: Any) -> dict:
     return {"vector": [float(x) for x in query]}  # a list, tuple or numpy array of numbers
 
 
-def filters(
-    classes: str | Sequence[str] | None,
-    anomaly_min: float | None,
-    anomaly_max: float | None,
-    since: float | None,
-    min_detections: int | None,
-) -> dict[str, Any]:
-    """The neighbour filters that are set (``classes`` as a list)."""
-    if isinstance(classes, str):
-        classes = [classes]
-    out = {
-        "classes": list(classes) if classes is not None else None,
-        "anomaly_min": anomaly_min,
-        "anomaly_max": anomaly_max,
-        "since": since,
-        "min_detections": min_detections,
-    }
-    return {k: v for k, v in out.items() if v is not None}
+class Filters(TypedDict, total=False):
+    """The service's filters, the same on every neighbour search and listing (``indexing/filters.py``)."""
+
+    classes: str | Sequence[str]  # coarse or fine class names (one, or several)
+    anomaly_min: float
+    anomaly_max: float
+    since: float  # last detection at or after, JD
+    until: float  # last detection at or before, JD
+    min_detections: int
+
+
+def filters(given: Filters) -> dict[str, Any]:
+    """The filters that are set, as a body wants them (``classes`` a list)."""
+    out: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if isinstance(out.get("classes"), str):
+        out["classes"] = [out["classes"]]
+    elif "classes" in out:
+        out["classes"] = list(out["classes"])
+    return out
+
+
+def filter_params(given: Filters) -> dict[str, Any]:
+    """The filters as query parameters: ``classes`` is the repeated ``class`` (``?class=SNIa&class=AGN``)."""
+    out = filters(given)
+    if "classes" in out:
+        out["class"] = out.pop("classes")
+    return out
 
 
 def drop_none(**params: Any) -> dict[str, Any]:

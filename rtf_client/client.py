@@ -6,13 +6,13 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, Unpack, overload
 from urllib.parse import quote
 
 import httpx
 
 from . import _bodies as b
-from ._bodies import AvroSource, LightCurveLike
+from ._bodies import AvroSource, Filters, LightCurveLike
 from .errors import RTFConnectionError, RTFError
 from .models import (
     AnomalyEntry,
@@ -224,31 +224,14 @@ class RTFClient:
         data = self._get(f"/v1/objects/{_oid(object_id)}", fingerprint="true" if fingerprint else None)
         return build(ObjectDetail, data)
 
-    def objects(
-        self,
-        limit: int = 100,
-        cursor: str | None = None,
-        *,
-        label: str | None = None,
-        since: float | None = None,
-        min_detections: int | None = None,
-    ) -> Page[ObjectSummary]:
-        """``GET /v1/objects``: one page of the catalogue by object id (``label``: predicted coarse class)."""
-        data = self._get(
-            "/v1/objects", limit=limit, cursor=cursor, since=since, min_detections=min_detections, **{"class": label}
-        )
+    def objects(self, limit: int = 100, cursor: str | None = None, **filters: Unpack[Filters]) -> Page[ObjectSummary]:
+        """``GET /v1/objects``: one page of the catalogue by object id, passing ``filters``."""
+        data = self._get("/v1/objects", limit=limit, cursor=cursor, **b.filter_params(filters))
         return Page(items=tuple(build(ObjectSummary, o) for o in data["items"]), next_cursor=data.get("next_cursor"))
 
-    def iter_objects(
-        self,
-        page_size: int = 100,
-        *,
-        label: str | None = None,
-        since: float | None = None,
-        min_detections: int | None = None,
-    ) -> Iterator[ObjectSummary]:
+    def iter_objects(self, page_size: int = 100, **filters: Unpack[Filters]) -> Iterator[ObjectSummary]:
         """Every object of :meth:`objects`, page after page (each object once while the catalogue does not change)."""
-        return _follow(lambda c: self.objects(page_size, c, label=label, since=since, min_detections=min_detections))
+        return _follow(lambda c: self.objects(page_size, c, **filters))
 
     def cone(self, ra: float, dec: float, radius_arcsec: float, limit: int = 100) -> list[ConeMatch]:
         """``GET /v1/cone``: objects within ``radius_arcsec`` of (ra, dec) in degrees, nearest first."""
@@ -265,39 +248,16 @@ class RTFClient:
         return self._request("GET", f"/v1/objects/{_oid(object_id)}/plot", idempotent=True).content
 
     # ------------------------------------------------------------------ neighbours
-    def neighbors(
-        self,
-        object_id: str,
-        k: int = 10,
-        *,
-        classes: str | Sequence[str] | None = None,
-        anomaly_min: float | None = None,
-        anomaly_max: float | None = None,
-        since: float | None = None,
-        min_detections: int | None = None,
-    ) -> Neighbors:
+    def neighbors(self, object_id: str, k: int = 10, **filters: Unpack[Filters]) -> Neighbors:
         """``GET /v1/objects/{id}/neighbors``: the ``k`` most similar objects (never the object itself) that
-        pass the filters (``classes``: predicted coarse classes; ``since``: last detection at or after, JD)."""
-        f = b.filters(classes, anomaly_min, anomaly_max, since, min_detections)
-        params = {"k": k, **{k_: v for k_, v in f.items() if k_ != "classes"}}
-        if "classes" in f:
-            params["class"] = f["classes"]  # repeated: ?class=SNIa&class=AGN
+        pass ``filters``."""
+        params = {"k": k, **b.filter_params(filters)}
         data = self._request("GET", f"/v1/objects/{_oid(object_id)}/neighbors", idempotent=True, params=params)
         return Neighbors.from_json(data.json())
 
-    def neighbors_many(
-        self,
-        object_ids: Sequence[str],
-        k: int = 10,
-        *,
-        classes: str | Sequence[str] | None = None,
-        anomaly_min: float | None = None,
-        anomaly_max: float | None = None,
-        since: float | None = None,
-        min_detections: int | None = None,
-    ) -> list[Neighbors]:
+    def neighbors_many(self, object_ids: Sequence[str], k: int = 10, **filters: Unpack[Filters]) -> list[Neighbors]:
         """``POST /v1/neighbors``: :meth:`neighbors` of each id, in order, in requests of 100 ids."""
-        f = b.filters(classes, anomaly_min, anomaly_max, since, min_detections)
+        f = b.filters(filters)
         ids, out = list(object_ids), []
         for start in range(0, len(ids), MAX_NEIGHBOR_IDS):
             data = self._post_read("/v1/neighbors", {"object_ids": ids[start : start + MAX_NEIGHBOR_IDS], "k": k, **f})
@@ -305,34 +265,22 @@ class RTFClient:
         return out
 
     def search(
-        self,
-        query: LightCurveLike | Fingerprint | Sequence[float],
-        k: int = 10,
-        *,
-        classes: str | Sequence[str] | None = None,
-        anomaly_min: float | None = None,
-        anomaly_max: float | None = None,
-        since: float | None = None,
-        min_detections: int | None = None,
+        self, query: LightCurveLike | Fingerprint | Sequence[float], k: int = 10, **filters: Unpack[Filters]
     ) -> Neighbors:
         """``POST /v1/search``: neighbours of a light curve (a dict or :class:`ObjectDetail`; encoded, not
         stored) or of a fingerprint (a :class:`Fingerprint` or the model's ``dim`` numbers)."""
-        body = b.search_query(query) | {"k": k} | b.filters(classes, anomaly_min, anomaly_max, since, min_detections)
+        body = b.search_query(query) | {"k": k} | b.filters(filters)
         return Neighbors.from_json(self._post_read("/v1/search", body))
 
     # ------------------------------------------------------------------ anomalies
-    def anomalies(
-        self, limit: int = 50, cursor: str | None = None, *, label: str | None = None, since: float | None = None
-    ) -> Page[AnomalyEntry]:
-        """``GET /v1/anomalies``: one page of the catalogue, most anomalous first."""
-        data = self._get("/v1/anomalies", limit=limit, cursor=cursor, since=since, **{"class": label})
+    def anomalies(self, limit: int = 50, cursor: str | None = None, **filters: Unpack[Filters]) -> Page[AnomalyEntry]:
+        """``GET /v1/anomalies``: one page of the catalogue, most anomalous first, passing ``filters``."""
+        data = self._get("/v1/anomalies", limit=limit, cursor=cursor, **b.filter_params(filters))
         return Page(items=tuple(build(AnomalyEntry, a) for a in data["items"]), next_cursor=data.get("next_cursor"))
 
-    def iter_anomalies(
-        self, page_size: int = 50, *, label: str | None = None, since: float | None = None
-    ) -> Iterator[AnomalyEntry]:
+    def iter_anomalies(self, page_size: int = 50, **filters: Unpack[Filters]) -> Iterator[AnomalyEntry]:
         """Every object by anomaly score, page after page (stop early with :func:`itertools.islice`)."""
-        return _follow(lambda c: self.anomalies(page_size, c, label=label, since=since))
+        return _follow(lambda c: self.anomalies(page_size, c, **filters))
 
     # ------------------------------------------------------------------ export
     @overload

@@ -234,8 +234,8 @@ def test_requests_carry_the_parameter_names_the_routes_take():
     client.neighbors("a", k=3, classes=["SNIa", "AGN"], min_detections=5, since=2459000.5)
     client.search([0.1, 0.2], k=4, classes="SNIa", anomaly_min=0.5)
     client.search(LIGHTCURVE, k=2)
-    client.objects(limit=7, cursor="c1", label="SNIa", min_detections=3)
-    client.anomalies(limit=5, label="TDE", since=2459000.0)
+    client.objects(limit=7, cursor="c1", classes="SNIa", min_detections=3)
+    client.anomalies(limit=5, classes=["TDE", "KN"], since=2459000.0, until=2459100.0)
     client.cone(10.5, -2.25, 3.0, limit=4)
     client.ingest_avro(b"Obj\x01avro")
     q = [{k: c.url.params.get_list(k) for k in c.url.params} for c in calls]
@@ -246,7 +246,7 @@ def test_requests_carry_the_parameter_names_the_routes_take():
     assert json.loads(calls[1].content) == {"vector": [0.1, 0.2], "k": 4, "classes": ["SNIa"], "anomaly_min": 0.5}
     assert json.loads(calls[2].content) == {"lightcurve": LIGHTCURVE, "k": 2}
     assert q[3] == {"limit": ["7"], "cursor": ["c1"], "class": ["SNIa"], "min_detections": ["3"]}
-    assert q[4] == {"limit": ["5"], "class": ["TDE"], "since": ["2459000.0"]}
+    assert q[4] == {"limit": ["5"], "class": ["TDE", "KN"], "since": ["2459000.0"], "until": ["2459100.0"]}
     assert calls[5].url.path == "/v1/cone"
     assert q[5] == {"ra": ["10.5"], "dec": ["-2.25"], "radius": ["3.0"], "limit": ["4"]}
     assert calls[6].headers["content-type"] == "avro/binary" and calls[6].content == b"Obj\x01avro"
@@ -352,7 +352,7 @@ def test_iter_objects_yields_every_object_once_across_pages(rtf):
     first = rtf.objects(limit=7)
     assert len(first) == 7 and first.next_cursor and [o.object_id for o in first] == ids[:7]
     label = paged[0].label
-    assert [o.object_id for o in rtf.iter_objects(page_size=7, label=label)] == [
+    assert [o.object_id for o in rtf.iter_objects(page_size=7, classes=label)] == [
         o.object_id for o in paged if o.label == label
     ]
     assert all(o.n_detections >= 20 for o in rtf.iter_objects(page_size=50, min_detections=20))
