@@ -286,9 +286,6 @@ class Catalog:
             out["classes"] = ClassFilter(coarse, frozenset(names) - coarse)
         return out
 
-    def probabilities(self, enc: Encoded, i: int) -> tuple[dict[str, float], dict[str, float]]:
-        return class_probabilities(self.encoder, enc, i)
-
     # ---------------------------------------------------------------- ingest
     def ingest(self, lcs: list[LightCurve]) -> list[IngestedObjectResult]:
         """Store alerts, re-encode each touched object on its whole history, update the index.

@@ -36,6 +36,7 @@ from encoder.serving import (
     file_sha256,
     find_export,
     read_export,
+    read_info,
     write_export,
 )
 
@@ -366,7 +367,7 @@ def describe(checkpoint: Path, cache_dir: Path | None = None) -> ServingInfo:
     is at hand (no PyTorch), else from the checkpoint."""
     export = find_export(Path(checkpoint), cache_dir)
     if export is not None:
-        return read_export(export)[0]
+        return read_info(export)
     return _info_of(_read_checkpoint(Path(checkpoint)))
 
 

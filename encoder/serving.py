@@ -21,6 +21,8 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,12 +129,27 @@ def write_export(path: Path, info: ServingInfo, graph: bytes, decoder: bytes | N
 
 def read_export(path: Path) -> tuple[ServingInfo, bytes, bytes | None]:
     """(info, inference graph, decoder graph or None)."""
+    with _opened(path) as z:
+        names = set(z.namelist())
+        return _info(z), z.read("inference.onnx"), z.read("decoder.onnx") if "decoder.onnx" in names else None
+
+
+def read_info(path: Path) -> ServingInfo:
+    """The info of an export, without its graphs."""
+    with _opened(path) as z:
+        return _info(z)
+
+
+def _info(z: zipfile.ZipFile) -> ServingInfo:
+    reference = np.load(io.BytesIO(z.read("reference.npy")), allow_pickle=False)
+    return ServingInfo.from_json(z.read("info.json").decode(), reference)
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[zipfile.ZipFile]:
     try:
         with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
-            reference = np.load(io.BytesIO(z.read("reference.npy")), allow_pickle=False)
-            info = ServingInfo.from_json(z.read("info.json").decode(), reference)
-            return info, z.read("inference.onnx"), z.read("decoder.onnx") if "decoder.onnx" in names else None
+            yield z
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ServingExportError(f"{path}: not a readable serving export ({type(exc).__name__}: {exc})") from None
 

@@ -2,7 +2,7 @@
 
 The index filters on one class attribute per vector. Keyed ``"SNcc/SNII"`` (``"SNcc"`` when the model
 has no fine class for it), a filter on either level becomes a set of keys:
-``keys_matching(index.class_names, coarse={"SNcc"})`` or ``fine={"SNII"}``.
+``ClassFilter(coarse={"SNcc"}).keys(index.class_names)`` or ``ClassFilter(fine={"SNII"})...``.
 """
 
 from __future__ import annotations
@@ -31,12 +31,6 @@ def fine_part(key: str | None) -> str | None:
     return key.partition(SEPARATOR)[2] or None
 
 
-def keys_matching(keys: Iterable[str], coarse: Iterable[str] = (), fine: Iterable[str] = ()) -> list[str]:
-    """The keys whose coarse class is in ``coarse`` or whose fine class is in ``fine``."""
-    coarse, fine = set(coarse), set(fine)
-    return [k for k in keys if coarse_part(k) in coarse or fine_part(k) in fine]
-
-
 @dataclass(frozen=True)
 class ClassFilter:
     """A class filter: objects whose coarse class is in ``coarse`` or whose fine class is in ``fine``."""
@@ -53,7 +47,7 @@ class ClassFilter:
 
     def keys(self, keys: Iterable[str]) -> list[str]:
         """The class keys (of an index) that pass."""
-        return keys_matching(keys, self.coarse, self.fine)
+        return [k for k in keys if coarse_part(k) in self.coarse or fine_part(k) in self.fine]
 
     def sql(self, coarse_column, fine_column):
         """The SQL condition on the stored coarse and fine label columns."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from app.catalog import top_label
+from app.catalog import class_probabilities, top_label
 from app.deps import CatalogDep, LightCurvesDep, encode_lightcurves, require_read_key
 from app.routers._docs import LIGHTCURVE_BODY, errors
 from app.schemas import ClassifyResponse, Fingerprint, FingerprintsResponse, Prediction
@@ -45,7 +45,7 @@ async def classify(request: Request, catalog: CatalogDep, lcs: LightCurvesDep) -
     enc = await encode_lightcurves(request, catalog, lcs)
     preds = []
     for i, oid in enumerate(enc.object_ids):
-        coarse, fine = catalog.probabilities(enc, i)
+        coarse, fine = class_probabilities(catalog.encoder, enc, i)
         preds.append(
             Prediction(
                 object_id=oid,
