@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from app.ranking import SMALL_CATALOGUE, AnomalyRanking
 from app.records import detection_keys, history_of, stored_lightcurve
 from app.settings import Settings
 from encoder.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
@@ -33,7 +34,7 @@ from encoder.lightcurve import BANDS, LightCurve, LightCurveError
 from indexing.classes import ClassFilter, class_key, coarse_part, fine_part
 from indexing.models import utcnow
 from indexing.persistence import file_sha256, save_index
-from indexing.store import FingerprintRow, IngestBatch, ModelInfo, ObjectState, Store, StoredObject
+from indexing.store import FeedbackAnswer, FingerprintRow, IngestBatch, ModelInfo, ObjectState, Store, StoredObject
 from indexing.sync import LoadReport, load_or_rebuild
 from indexing.vector_index import IndexConfig, Neighbor, VectorIndex, configure_faiss
 
@@ -55,7 +56,8 @@ class IngestedObjectResult:
     dropped_alerts: int
     n_detections: int
     label: str | None
-    anomaly_score: float
+    anomaly_score: float | None  # the catalogue ranking's estimate (None: the catalogue was empty)
+    model_score: float
 
 
 class _VersionChanged(Exception):
@@ -104,6 +106,7 @@ class Catalog:
         self._sync_thread: threading.Thread | None = None
         self._plots: dict[tuple, bytes] = {}  # PNGs by (object, its row's version, catalogue size), oldest first
         self._plot_lock = threading.Lock()
+        self.ranking = AnomalyRanking(store, encoder.version)
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -176,11 +179,13 @@ class Catalog:
                 old = self.version
                 self.encoder, self.index, self.load_report = encoder, index, report
                 self._synced_marker, self._synced_at = report.sql_marker, utcnow() - SYNC_SLACK
+                self.ranking = AnomalyRanking(self.store, version)
             if self.configured is not None and self.configured.version == version:
                 self.configured = None
         with self._plot_lock:
             self._plots.clear()
         log.info("switched from model %s to %s: %d objects", old, version, len(index))
+        self.rerank(force=True)  # a re-encoding writes no catalogue scores: rank the new version's
         return True
 
     def close(self) -> None:
@@ -200,7 +205,9 @@ class Catalog:
             self.switch_model(active)
             return len(self.index)
         with self._sync_lock:
-            return self._apply_sql_changes()
+            applied = self._apply_sql_changes()
+        self.rerank()
+        return applied
 
     def _apply_sql_changes(self) -> int:
         """The body of :meth:`sync`; the caller holds ``_sync_lock``."""
@@ -250,6 +257,36 @@ class Catalog:
     @property
     def version(self) -> str:
         return self.encoder.version
+
+    # ---------------------------------------------------------------- the anomaly ranking
+    def rerank(self, *, force: bool = False) -> int:
+        """Rebuild the anomaly ranking (:mod:`app.ranking`) when it is due: never built, a small
+        catalogue grown by a quarter, or ``rank_interval`` seconds since the last one and something it
+        depends on changed. Returns how many scores moved."""
+        r = self.ranking
+        small = len(r) < SMALL_CATALOGUE and r.pending >= max(1, len(r) // 4)
+        due = r.built_at is None or time.time() - r.built_at >= self.settings.rank_interval
+        if not (force or not r.built or small or (due and (r.pending > 0 or r.stale()))):
+            return 0
+        changed = r.rebuild()
+        self.index.set_anomaly_scores(changed)
+        return len(changed)
+
+    def feedback(self, object_id: str, label: str, user: str | None) -> tuple[FeedbackAnswer, tuple[float, int] | None]:
+        """Record an expert's answer and re-rank with it: the answer, and the object's (score, rank)
+        after it (None while it has no fingerprint of the served version)."""
+        try:
+            answer = self.store.add_feedback(FeedbackAnswer(object_id, label, user))
+        except KeyError:
+            raise UnknownObject(object_id) from None
+        self.index.set_anomaly_scores(self.ranking.answer(answer))
+        return answer, self.ranking.score_of(object_id)
+
+    def feedback_of(self, object_id: str, limit: int = 100) -> list[FeedbackAnswer]:
+        """The answers about an object, newest first."""
+        if self.store.get_object(object_id) is None:
+            raise UnknownObject(object_id)
+        return self.store.feedback(object_id, limit)
 
     # ---------------------------------------------------------------- encoding
     def encode(self, lcs: list[LightCurve]) -> Encoded:
@@ -313,6 +350,16 @@ class Catalog:
         raise AssertionError("unreachable")
 
     def _ingest(self, posted: dict[str, LightCurve], position: dict[str, int]) -> list[IngestedObjectResult]:
+        if not self.ranking.built:  # estimates need a ranking; it is never built inside the transaction
+            self.rerank()
+        results = self._ingest_locked(posted, position)
+        if self.rerank():  # ranked with everyone now: the ranked score, not the estimate
+            for r in results:
+                ranked = self.ranking.score_of(r.object_id)
+                r.anomaly_score = ranked[0] if ranked is not None else r.anomaly_score
+        return results
+
+    def _ingest_locked(self, posted: dict[str, LightCurve], position: dict[str, int]) -> list[IngestedObjectResult]:
         with self._ingest_lock:
             version = self.version
 
@@ -329,11 +376,12 @@ class Catalog:
                     [lc.object_id for lc in plan.merged],
                     plan.enc.vectors,
                     labels=[class_key(f.label, f.fine_label) for f in plan.fingerprints],
-                    anomaly_scores=plan.enc.anomaly.tolist(),
+                    anomaly_scores=[f.anomaly_score for f in plan.fingerprints],
                     last_jd=[float(lc.time[-1]) for lc in plan.merged],
                     n_detections=[len(lc) for lc in plan.merged],
                 )
             self._unsaved += len(plan.merged)
+            self.ranking.pending += len(plan.merged)
             if self._unsaved >= self.settings.index_save_every:
                 self._save_index_locked()
         return [
@@ -344,6 +392,7 @@ class Catalog:
                 plan.dropped[lc.object_id],
                 len(lc),
                 plan.fingerprints[i].label,
+                plan.fingerprints[i].anomaly_score,
                 float(plan.enc.anomaly[i]),
             )
             for i, lc in enumerate(plan.merged)
@@ -377,8 +426,10 @@ class Catalog:
             i = int(exc.field.split("[", 1)[1].split("]", 1)[0])
             raise LightCurveError(f"lightcurves[{position[merged_lcs[i].object_id]}]", exc.message) from None
         objects, fingerprints = [], []
+        fine = _fine_labels(self.encoder, enc)
+        scores = self.ranking.estimate([lc.object_id for lc in merged_lcs], enc.vectors, fine, enc.anomaly)
         for i, lc in enumerate(merged_lcs):
-            fingerprints.append(fingerprint_row(self.encoder, enc, i, lc.object_id))
+            fingerprints.append(fingerprint_row(self.encoder, enc, i, lc.object_id, scores[i]))
             objects.append(
                 ObjectState(object_id=lc.object_id, survey=lc.survey, ra=lc.ra, dec=lc.dec, known_label=lc.label)
             )
@@ -441,7 +492,9 @@ class Catalog:
         """:meth:`neighbors` of several objects in one index pass (UnknownObject names the first unknown)."""
         vectors = np.stack([self.vector_of(o) for o in object_ids])
         hits = self.index.search_batch(vectors, k + 1, **self._filters(filters))
-        return [[self._hit(h) for h in row if h.object_id != oid][:k] for oid, row in zip(object_ids, hits, strict=True)]
+        return [
+            [self._hit(h) for h in row if h.object_id != oid][:k] for oid, row in zip(object_ids, hits, strict=True)
+        ]
 
     def list_objects(
         self, limit: int, cursor: str | None, filters: dict[str, Any]
@@ -456,6 +509,7 @@ class Catalog:
                 return False
             self.index.delete([object_id])
             self._unsaved += 1
+            self.ranking.pending += 1
         with self._plot_lock:
             self._plots = {key: png for key, png in self._plots.items() if key[0] != object_id}
         return True
@@ -513,11 +567,24 @@ def class_probabilities(encoder: Encoder, enc: Encoded, i: int) -> tuple[dict[st
     return named(encoder.coarse_classes, enc.coarse_probs), named(encoder.fine_classes, enc.fine_probs)
 
 
-def fingerprint_row(encoder: Encoder, enc: Encoded, i: int, object_id: str) -> FingerprintRow:
-    """The i-th encoded light curve as stored: fingerprint, coarse class and probabilities, anomaly
-    score, and the fine class (None for a model without a fine head)."""
+def fingerprint_row(
+    encoder: Encoder, enc: Encoded, i: int, object_id: str, anomaly_score: float | None = None
+) -> FingerprintRow:
+    """The i-th encoded light curve as stored: fingerprint, coarse class and probabilities, the
+    catalogue ranking's score (None: ranked at the next re-ranking), the model's own score, and the
+    fine class (None for a model without a fine head)."""
     coarse, fine = class_probabilities(encoder, enc, i)
-    return FingerprintRow(object_id, enc.vectors[i], top_label(coarse), coarse, float(enc.anomaly[i]), top_label(fine))
+    return FingerprintRow(
+        object_id, enc.vectors[i], top_label(coarse), coarse, anomaly_score, top_label(fine), float(enc.anomaly[i])
+    )
+
+
+def _fine_labels(encoder: Encoder, enc: Encoded) -> list[str | None]:
+    """The predicted fine class of each encoded light curve (None without a fine head)."""
+    if enc.fine_probs is None or not encoder.fine_classes:
+        return [None] * len(enc.vectors)
+    names = encoder.fine_classes
+    return [names[j] for j in enc.fine_probs.argmax(axis=1).tolist()]
 
 
 def _nan_to_none(values: np.ndarray) -> list[float | None]:
@@ -557,6 +624,7 @@ def seed_demo(catalog: Catalog, path: Path, batch: int = 250) -> int:
     lcs = read_lightcurves_parquet(path)
     for start in tqdm(range(0, len(lcs), batch), desc="demo catalogue", unit="batch"):
         catalog.ingest(lcs[start : start + batch])
+    catalog.rerank(force=True)
     catalog.save_index()
     log.info("demo catalogue: %d objects in %.1f s", len(lcs), time.perf_counter() - t0)
     return len(lcs)

@@ -73,7 +73,7 @@ def schema(dim: int) -> pa.Schema:
     return pa.schema([
         ("object_id", pa.string()), ("vector", pa.list_(pa.float32(), dim)), ("label", pa.string()),
         ("fine_label", pa.string()), ("probabilities", pa.string()), ("anomaly_score", pa.float64()),
-        ("revision", pa.int64()), ("last_jd", pa.float64()), ("n_detections", pa.int64()),
+        ("model_score", pa.float64()), ("revision", pa.int64()), ("last_jd", pa.float64()), ("n_detections", pa.int64()),
     ])
 
 
@@ -94,6 +94,7 @@ def rows_table(
         pa.array([r.fine_label for r in rows], pa.string()),
         pa.array([None if r.probabilities is None else json.dumps(r.probabilities) for r in rows], pa.string()),
         pa.array([r.anomaly_score for r in rows], pa.float64()),
+        pa.array([r.model_score for r in rows], pa.float64()),
         pa.array([revision.get(o) for o in ids], pa.int64()),
         pa.array([last_jd.get(o) for o in ids], pa.float64()),
         pa.array([n_detections.get(o, 0) for o in ids], pa.int64()),
@@ -105,12 +106,11 @@ def table_rows(table: pa.Table) -> tuple[list[FingerprintRow], dict[str, int]]:
     """The fingerprint rows of a shard table and the revisions they were computed from."""
     dim = table.schema.field("vector").type.list_size
     vec = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, dim)
-    d = table.select(["object_id", "label", "fine_label", "probabilities", "anomaly_score", "revision"]).to_pydict()
+    names = ["object_id", "label", "fine_label", "probabilities", "anomaly_score", "model_score", "revision"]
+    d = table.select(names).to_pydict()
     rows = [
-        FingerprintRow(o, vec[i].copy(), lab, None if p is None else json.loads(p), a, fine)
-        for i, (o, lab, fine, p, a) in enumerate(
-            zip(d["object_id"], d["label"], d["fine_label"], d["probabilities"], d["anomaly_score"], strict=True)
-        )
+        FingerprintRow(o, vec[i].copy(), lab, None if p is None else json.loads(p), a, fine, m)
+        for i, (o, lab, fine, p, a, m) in enumerate(zip(*(d[n] for n in names[:-1]), strict=True))
     ]
     revisions = {o: r for o, r in zip(d["object_id"], d["revision"], strict=True) if r is not None}
     return rows, revisions

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model
 
@@ -18,6 +18,15 @@ MAX_BATCH = 1000
 class LightCurveBatch(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"lightcurves": [EXAMPLE]}]})
     lightcurves: list[LightCurveIn] = Field(..., min_length=1, max_length=MAX_BATCH)
+
+
+#: What ``anomaly_score`` means wherever a stored object has one (encoder.rarity, docs/anomalies.md)
+SCORE_HELP = (
+    "the catalogue-relative anomaly score: the fraction of this catalogue ranked below the object "
+    "(a mid-rank percentile, 0 to 1), by its isolation among the catalogue's fingerprints, the rarity "
+    "of its predicted class in the catalogue and the model's own score, after experts' answers"
+)
+MODEL_SCORE_HELP = "the checkpoint's own anomaly score (0 to 1), fixed at encoding: not relative to the catalogue"
 
 
 class Fingerprint(BaseModel):
@@ -38,7 +47,10 @@ class IngestedObject(BaseModel):
     dropped_alerts: int = Field(0, description="detections older than the object's most recent 20,000 (not kept)")
     n_detections: int
     label: str | None
-    anomaly_score: float | None
+    anomaly_score: float | None = Field(
+        None, description=f"{SCORE_HELP}; estimated at ingest against the current ranking (null: empty catalogue)"
+    )
+    model_score: float = Field(..., description=MODEL_SCORE_HELP)
 
 
 class IngestResponse(BaseModel):
@@ -59,7 +71,8 @@ class ObjectSummary(BaseModel):
     label: str | None = Field(None, description="predicted coarse class")
     fine_label: str | None = Field(None, description="predicted fine class")
     probabilities: dict[str, float] = Field(default_factory=dict, description="coarse class probabilities")
-    anomaly_score: float | None
+    anomaly_score: float | None = Field(None, description=SCORE_HELP)
+    model_score: float | None = Field(None, description=MODEL_SCORE_HELP)
     known_label: str | None = Field(None, description="class given at ingest, if any")
 
     # mypy rejects a decorator over @property; pydantic documents this very ignore for computed fields
@@ -112,7 +125,7 @@ class Neighbor(BaseModel):
     similarity: float = Field(..., description="cosine similarity of the fingerprints")
     class_: str | None = Field(None, alias="class", description="predicted coarse class")
     fine_class: str | None = Field(None, description="predicted fine class")
-    anomaly_score: float | None = None
+    anomaly_score: float | None = Field(None, description=SCORE_HELP)
     n_detections: int | None = None
 
 
@@ -190,7 +203,7 @@ class Prediction(BaseModel):
     probabilities: dict[str, float]
     fine_label: str | None = None
     fine_probabilities: dict[str, float] = Field(default_factory=dict)
-    anomaly_score: float
+    anomaly_score: float = Field(..., description=MODEL_SCORE_HELP)
 
 
 class ClassifyResponse(BaseModel):
@@ -200,16 +213,43 @@ class ClassifyResponse(BaseModel):
 
 class AnomalyItem(BaseModel):
     object_id: str
-    score: float
+    score: float = Field(..., description=SCORE_HELP)
+    model_score: float | None = Field(None, description=MODEL_SCORE_HELP)
     label: str | None = Field(None, description="predicted coarse class")
     fine_label: str | None = Field(None, description="predicted fine class")
     n_detections: int
     last_jd: float | None
+    answer: Literal["anomaly", "not_anomaly"] | None = Field(
+        None, description="the latest expert answer about the object (POST .../feedback), if any"
+    )
 
 
 class AnomaliesResponse(BaseModel):
     items: list[AnomalyItem]
     next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null at the end")
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"label": "anomaly", "user": "ada"}]})
+    label: Literal["anomaly", "not_anomaly"] = Field(..., description="is the object an anomaly?")
+    user: str | None = Field(None, max_length=128, description="who answers (kept with the answer)")
+
+
+class FeedbackAnswerOut(BaseModel):
+    label: Literal["anomaly", "not_anomaly"]
+    user: str | None
+    created_at: datetime
+
+
+class FeedbackOut(FeedbackAnswerOut):
+    object_id: str
+    score: float | None = Field(None, description=f"the object's score after the answer: {SCORE_HELP}")
+    rank: int | None = Field(None, description="its place in the ranking after the answer (1: most anomalous)")
+
+
+class FeedbackHistory(BaseModel):
+    object_id: str
+    answers: list[FeedbackAnswerOut] = Field(..., description="newest first; the first is the one that counts")
 
 
 class ModelOut(BaseModel):

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         description="seconds between index syncs from SQL (0: off); "
         "keeps the indexes of several worker processes consistent",
     )
+    rank_interval: float = Field(
+        default=30.0,
+        ge=0,
+        description="seconds between re-rankings of the anomaly ranking, when the catalogue or experts' answers "
+        "changed (the sync thread runs them; a small catalogue grown by a quarter re-ranks at once)",
+    )
     index_save_every: int = Field(default=2000, description="persist the index after this many upserts")
     cpu_workers: int = Field(
         default=2,

@@ -301,6 +301,7 @@ class StreamConsumer:
                 "model": version,
                 "class": r.label,
                 "anomaly_score": r.anomaly_score,
+                "model_score": r.model_score,
                 "n_detections": r.n_detections,
                 "fingerprint": None if vector is None else [round(float(x), 6) for x in vector],
             }

@@ -7,7 +7,8 @@ edit the models, then ``alembic revision --autogenerate -m "..."`` and review th
 
 Layout: ``objects`` (one row per object: where it is, its detection summary), ``lightcurves``
 (its whole photometry as one columnar value, :class:`indexing.history.History`), ``fingerprints``
-(one row per object and model version: the vector and that model's predictions) and ``models``.
+(one row per object and model version: the vector and that model's predictions), ``models`` and
+``anomaly_feedback`` (experts' answers, per object).
 
 Change tracking: ``objects.revision`` is bumped whenever an object's row or its light curve
 changes, ``fingerprints.revision`` whenever a fingerprint or its predictions change, so that
@@ -116,7 +117,10 @@ class FingerprintRecord(Base):
     label: Mapped[str | None] = mapped_column(String(64))  # the coarse class
     fine_label: Mapped[str | None] = mapped_column(String(64))
     probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON(none_as_null=True))
+    # the catalogue-relative ranking's score (encoder.rarity: a percentile in the catalogue, after experts'
+    # answers), rewritten as the catalogue changes; model_score: the checkpoint's own, fixed at encoding
     anomaly_score: Mapped[float | None] = mapped_column(Float)
+    model_score: Mapped[float | None] = mapped_column(Float)
     source_revision: Mapped[int | None] = mapped_column(Integer)
     revision: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -136,6 +140,20 @@ class ModelRecord(Base):
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class FeedbackRecord(Base):
+    """An expert's answer about an object: is it an anomaly? Kept per object, not per model version,
+    so answers outlive re-encoding; the latest answer about an object is the one that counts."""
+
+    __tablename__ = "anomaly_feedback"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    object_id: Mapped[str] = mapped_column(ForeignKey("objects.object_id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(16))  # "anomaly" | "not_anomaly"
+    user: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class DeadLetterRecord(Base):

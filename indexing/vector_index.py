@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any, cast
@@ -322,7 +322,8 @@ class VectorIndex(IndexSearch):
         n_detections: Sequence[int] | None = None,
     ) -> None:
         """Add or replace vectors. An attribute argument left as None keeps a known object's
-        stored attributes (and leaves a new object's unset)."""
+        stored attributes (and leaves a new object's unset). A known object whose vector is the one
+        stored keeps its place (flat, HNSW): only its attributes change."""
         with self._writer:
             ids, x, cls, an, jd, nd = self._prepare(object_ids, vectors, labels, anomaly_scores, last_jd, n_detections)
             if not ids:
@@ -340,6 +341,17 @@ class VectorIndex(IndexSearch):
                     jd[known] = c.last_jd[ol]
                 if n_detections is None:
                     nd[known] = c.ndet[ol]
+                if c.kind != "ivf_sq8":  # (SQ8 decodes approximately: never "the same vector")
+                    same = np.zeros(len(ids), dtype=bool)
+                    same[known] = (self._vectors_of(c, ol) == x[known]).all(axis=1)
+                    if same.any():  # an unchanged vector: only its attributes change, in place
+                        self._set_attributes(c, old[same], cls[same], an[same], jd[same], nd[same])
+                        rest = ~same
+                        ids = [o for o, r in zip(ids, rest.tolist(), strict=True) if r]
+                        x, cls, an, jd, nd, old = x[rest], cls[rest], an[rest], jd[rest], nd[rest], old[rest]
+                        known = known[rest]
+                        if not ids:
+                            return
             start = c.n_labels
             new = np.arange(start, start + len(ids), dtype=np.int64)
             c.reserve(start + len(ids))
@@ -361,6 +373,16 @@ class VectorIndex(IndexSearch):
                 c._alive_sel = None
                 c.gpu = None  # stale; refresh_gpu() rebuilds it
             self._maybe_compact()
+
+    def _set_attributes(
+        self, c: _Core, labs: np.ndarray, cls: np.ndarray, an: np.ndarray, jd: np.ndarray, nd: np.ndarray
+    ) -> None:
+        """The filter attributes of live labels, in place (a re-ranking rewrites many scores, not vectors)."""
+        with self._rw.write():
+            moved = c.cls[labs] != cls
+            if c.partitions is not None and moved.any():
+                c.partitions.add(cls[moved], self._vectors_of(c, labs[moved]), labs[moved])
+            c.cls[labs], c.anomaly[labs], c.last_jd[labs], c.ndet[labs] = cls, an, jd, nd
 
     def _remove_labels(self, c: _Core, labels: np.ndarray) -> None:
         """Under the write lock: forget labels (tombstone, or remove from IVF)."""
@@ -418,6 +440,17 @@ class VectorIndex(IndexSearch):
                 if n_detections is not _UNSET:
                     c.ndet[lab] = 0 if n_detections is None else int(n_detections)
             return True
+
+    def set_anomaly_scores(self, scores: Mapping[str, float]) -> int:
+        """Set the anomaly scores of known objects (a re-ranking); returns how many were known."""
+        with self._writer:
+            c = self._core
+            pairs = [(c.label_of[o], s) for o, s in scores.items() if o in c.label_of]
+            if pairs:
+                labs, values = zip(*pairs, strict=True)
+                with self._rw.write():
+                    c.anomaly[list(labs)] = values
+            return len(pairs)
 
     def _maybe_compact(self) -> None:
         c = self._core

@@ -18,6 +18,7 @@ from .models import (
     AnomalyEntry,
     Classification,
     ConeMatch,
+    FeedbackResult,
     Fingerprint,
     IngestedObject,
     IngestResult,
@@ -281,6 +282,13 @@ class RTFClient:
     def iter_anomalies(self, page_size: int = 50, **filters: Unpack[Filters]) -> Iterator[AnomalyEntry]:
         """Every object by anomaly score, page after page (stop early with :func:`itertools.islice`)."""
         return _follow(lambda c: self.anomalies(page_size, c, **filters))
+
+    def feedback(self, object_id: str, label: str, user: str | None = None) -> FeedbackResult:
+        """``POST /v1/anomalies/{id}/feedback`` (write key): answer whether the object is an anomaly
+        (``"anomaly"`` or ``"not_anomaly"``); the ranking moves at once. Not retried (each call is an answer)."""
+        body = b.drop_none(label=label, user=user)
+        data = self._request("POST", f"/v1/anomalies/{_oid(object_id)}/feedback", idempotent=False, write=True, json=body)
+        return build(FeedbackResult, data.json())
 
     # ------------------------------------------------------------------ export
     @overload

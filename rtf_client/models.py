@@ -78,7 +78,8 @@ class IngestedObject:
     dropped_alerts: int = 0
     n_detections: int | None = None
     label: str | None = None
-    anomaly_score: float | None = None
+    anomaly_score: float | None = None  # the catalogue-relative score (see AnomalyEntry)
+    model_score: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +109,8 @@ class ObjectSummary:
     label: str | None = None
     fine_label: str | None = None
     probabilities: dict[str, float] = field(default_factory=dict, hash=False)
-    anomaly_score: float | None = None
+    anomaly_score: float | None = None  # the catalogue-relative score (see AnomalyEntry)
+    model_score: float | None = None
     known_label: str | None = None
 
 
@@ -160,12 +162,29 @@ class Neighbors(_Sequence[Neighbor]):
 
 @dataclass(frozen=True, kw_only=True)
 class AnomalyEntry:
+    """An object of the anomaly ranking: ``score`` is its percentile in the catalogue (0.99: above 99 % of
+    it), ``model_score`` the checkpoint's own score, ``answer`` the latest expert answer about it."""
+
     object_id: str
     score: float
+    model_score: float | None = None
     label: str | None = None
     fine_label: str | None = None
     n_detections: int | None = None
     last_jd: float | None = None
+    answer: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedbackResult:
+    """``POST /v1/anomalies/{id}/feedback``: the answer as stored, and the object's score and rank after it."""
+
+    object_id: str
+    label: str
+    user: str | None = None
+    created_at: str | None = None
+    score: float | None = None
+    rank: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

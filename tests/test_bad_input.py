@@ -423,11 +423,13 @@ def test_api_key_guards_every_write_and_only_writes(make_settings, tmp_path):
             "/v1/search",
             "/v1/neighbors",
             "/v1/models/{version}/activate",
+            "/v1/anomalies/{object_id}/feedback",
         }
         version = c.get("/v1/models").json()["models"][0]["version"]
         victim = _some_object(c)
         for method, path in (
             ("post", f"/v1/models/{version}/activate"),
+            ("post", f"/v1/anomalies/{victim}/feedback"),
             ("delete", f"/v1/models/{version}"),
             ("delete", f"/v1/objects/{victim}"),
         ):
@@ -447,7 +449,7 @@ def test_api_key_guards_every_write_and_only_writes(make_settings, tmp_path):
         # the reads work without a key, and none of them writes
         before = _counts(c)
         for path in posts:
-            if path in ("/v1/alerts", "/v1/models/{version}/activate"):
+            if path in ("/v1/alerts", "/v1/models/{version}/activate", "/v1/anomalies/{object_id}/feedback"):
                 continue
             payload = {"lightcurve": body["lightcurves"][0], "k": 3} if path == "/v1/search" else body
             if path == "/v1/neighbors":

@@ -566,3 +566,15 @@ def test_the_quickstart_notebook_runs_against_the_service(service, rtf, monkeypa
     assert text["classify"].startswith(f"ZTF21aaaaaaa -> {pred.label} (p = ")
     assert first_words["search"] == [n.object_id for n in rtf.search(LIGHTCURVE, k=3)]
     assert text["errors"].strip() == "404 unknown object 'no-such-object'"
+
+
+def test_feedback_moves_the_answered_object_and_is_listed(rtf):
+    ranked = list(rtf.iter_anomalies(page_size=500))
+    last = ranked[-1].object_id
+    result = rtf.feedback(last, "anomaly", user="ada")
+    assert (result.object_id, result.label, result.user, result.rank) == (last, "anomaly", "ada", 1)
+    top = rtf.anomalies(limit=1)[0]
+    assert (top.object_id, top.answer) == (last, "anomaly") and top.model_score is not None
+    with pytest.raises(ValidationFailed) as err:
+        rtf.feedback(last, "maybe")
+    assert err.value.errors[0].loc == ("body", "label")

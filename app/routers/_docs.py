@@ -42,7 +42,8 @@ TAGS = [
      "history and its fingerprint replaces the old one in the index."},
     {"name": "objects", "description": "The catalogue: list, cone search, detail, nearest neighbours (cosine over "
      "fingerprints, with filters), plots, deletion."},
-    {"name": "anomalies", "description": "Objects ranked by anomaly score, paged with a stable cursor."},
+    {"name": "anomalies", "description": "Objects ranked by an anomaly score relative to the catalogue (a "
+     "percentile), paged with a stable cursor; experts' answers re-rank it."},
     {"name": "export", "description": "Bulk download of every fingerprint (Arrow IPC stream)."},
     {"name": "service", "description": "Model versions, health, readiness and Prometheus metrics."},
 ]

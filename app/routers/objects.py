@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from app.catalog import UnknownObject
@@ -21,7 +21,7 @@ from app.deps import (
 )
 from app.jsonform import LightCurveIn
 from app.routers._docs import errors
-from app.routers._params import Cursor, Filters, PageSize
+from app.routers._params import Cursor, Filters, ObjectId, PageSize, unknown_object
 from app.schemas import (
     ConeMatch,
     ConeResponse,
@@ -40,17 +40,6 @@ from app.schemas import (
 from encoder.lightcurve import MJD_OFFSET, LightCurveError
 
 router = APIRouter(prefix="/v1", tags=["objects"])
-# no control characters (as at ingest; PostgreSQL rejects NUL in text, which was a 500)
-ObjectId = Annotated[
-    str,
-    Path(
-        min_length=1,
-        max_length=128,
-        pattern=r"^[^\x00-\x1f]+$",
-        examples=["synztf2026_0000017"],
-        description="an object id as stored (1-128 characters, no control characters)",
-    ),
-]
 
 
 def _neighbors(hits: list[dict[str, Any]]) -> list[Neighbor]:
@@ -71,10 +60,6 @@ NEIGHBORS_EXAMPLE = {
         }
     ],
 }
-
-
-def _unknown(object_id: str) -> HTTPException:
-    return HTTPException(404, f"unknown object {object_id!r}")
 
 
 @router.get("/objects", summary="List objects", response_model=ObjectsPage, responses=errors(422))
@@ -128,7 +113,7 @@ def cone(
 async def delete_object(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep) -> Response:
     """Delete an object: its row, light curve and fingerprints of every version (SQL), and its index entry."""
     if not await offload.run(catalog.delete, object_id):
-        raise _unknown(object_id)
+        raise unknown_object(object_id)
     return Response(status_code=204)
 
 
@@ -139,7 +124,7 @@ def neighbors_many(req: NeighborsRequest, catalog: CatalogDep, settings: Setting
     try:
         rows = catalog.neighbors_many(req.object_ids, min(req.k, settings.max_k), request_filters(catalog, req, "body"))
     except UnknownObject as exc:
-        raise _unknown(exc.args[0]) from None
+        raise unknown_object(exc.args[0]) from None
     results = [NeighborsOf(object_id=o, neighbors=_neighbors(r)) for o, r in zip(req.object_ids, rows, strict=True)]
     return NeighborsBatchResponse(model=catalog.version, results=results)
 
@@ -156,7 +141,7 @@ def get_object(
         stored = catalog.store.get_fingerprint(object_id, catalog.version) if fingerprint else None
         vector = None if stored is None else stored.tolist()  # as POST /v1/fingerprints gives it (not unit length)
     except UnknownObject:
-        raise _unknown(object_id) from None
+        raise unknown_object(object_id) from None
     fields = {k: getattr(state, k) for k in ObjectSummary.model_fields}
     return ObjectDetail(**fields, lightcurve=LightCurveIn.from_lightcurve(lc), fingerprint=vector)
 
@@ -181,7 +166,7 @@ def neighbors(
     try:
         hits = catalog.neighbors(object_id, k, chosen)
     except UnknownObject:
-        raise _unknown(object_id) from None
+        raise unknown_object(object_id) from None
     return NeighborsResponse(object_id=object_id, model=catalog.version, neighbors=_neighbors(hits))
 
 
@@ -203,7 +188,7 @@ async def plot(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep) ->
     try:
         png = await offload.run(catalog.plot, object_id)
     except UnknownObject:
-        raise _unknown(object_id) from None
+        raise unknown_object(object_id) from None
     return Response(png, media_type="image/png")
 
 
@@ -217,7 +202,7 @@ async def decoded(object_id: ObjectId, catalog: CatalogDep, offload: OffloadDep,
     try:
         lc, (t, mag, sigma, bands) = await offload.run(catalog.decoded, object_id, points)
     except UnknownObject:
-        raise _unknown(object_id) from None
+        raise unknown_object(object_id) from None
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from None
     start = float(lc.time[0]) - MJD_OFFSET

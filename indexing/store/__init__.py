@@ -26,15 +26,18 @@ Semantics the service relies on:
 The package, by concern: :mod:`~indexing.store.records` (the dataclasses), :mod:`~indexing.store.engine`
 (engine, locks, helpers), :mod:`~indexing.store.rows` (a batch as SQL rows, the write steps),
 :mod:`~indexing.store.core` (:class:`Store`: migrations, transactions, ingest), :mod:`~indexing.store.reads`,
-:mod:`~indexing.store.versions`, :mod:`~indexing.store.dead_letters` and :mod:`~indexing.store.scan`.
+:mod:`~indexing.store.versions`, :mod:`~indexing.store.dead_letters`, :mod:`~indexing.store.feedback` (experts'
+answers, the anomaly ranking's inputs and scores) and :mod:`~indexing.store.scan`.
 """
 
 from indexing.models import MIGRATIONS
 from indexing.store.core import Store
 from indexing.store.engine import make_engine
+from indexing.store.feedback import FEEDBACK_LABELS, RankingInputs
 from indexing.store.records import (
     DEAD_LETTER_PAYLOAD_MAX,
     DeadLetter,
+    FeedbackAnswer,
     FingerprintBatch,
     FingerprintRow,
     IngestBatch,
@@ -48,8 +51,10 @@ from indexing.store.scan import FingerprintScan
 
 __all__ = [
     "DEAD_LETTER_PAYLOAD_MAX",
+    "FEEDBACK_LABELS",
     "MIGRATIONS",
     "DeadLetter",
+    "FeedbackAnswer",
     "FingerprintBatch",
     "FingerprintRow",
     "FingerprintScan",
@@ -57,6 +62,7 @@ __all__ = [
     "IngestResult",
     "ModelInfo",
     "ObjectState",
+    "RankingInputs",
     "StaleVersion",
     "Store",
     "StoredObject",

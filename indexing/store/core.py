@@ -19,6 +19,7 @@ from indexing.store.engine import (
     _chunks,
     make_engine,
 )
+from indexing.store.feedback import Feedback
 from indexing.store.reads import Reads
 from indexing.store.records import (
     IngestBatch,
@@ -31,7 +32,7 @@ from indexing.store.versions import ModelVersions
 T = TypeVar("T")
 
 
-class Store(Reads, ModelVersions, DeadLetters):
+class Store(Reads, ModelVersions, DeadLetters, Feedback):
     """Metadata store. Thread-safe (one pooled connection per call); share one per process."""
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
@@ -135,7 +136,9 @@ class Store(Reads, ModelVersions, DeadLetters):
         bump = sorted(changed - touched)
         if bump:
             conn.execute(
-                update(o_t).where(o_t.c.object_id == bindparam("oid")).values(revision=o_t.c.revision + 1, updated_at=now),
+                update(o_t)
+                .where(o_t.c.object_id == bindparam("oid"))
+                .values(revision=o_t.c.revision + 1, updated_at=now),
                 [{"oid": k} for k in bump],
             )
         return changed
@@ -157,7 +160,8 @@ class Store(Reads, ModelVersions, DeadLetters):
                 continue
             values.append(r | {"source_revision": rev})
         ins = self._insert(f_t)
-        changing = ("vector", "dim", "label", "fine_label", "probabilities", "anomaly_score", "source_revision")
+        changing = ("vector", "dim", "label", "fine_label", "probabilities", "anomaly_score", "model_score",
+                    "source_revision")  # fmt: skip
         # JSON has no equality in PostgreSQL, so the probabilities compare as text
         differs = [
             cast(f_t.c[c], Text).is_distinct_from(cast(ins.excluded[c], Text))
@@ -213,4 +217,3 @@ class Store(Reads, ModelVersions, DeadLetters):
             return res.rowcount > 0
 
         return self._write(run)
-

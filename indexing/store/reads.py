@@ -39,7 +39,7 @@ class Reads(_StoreBase):
 
     @staticmethod
     def _state(r, prediction=None) -> ObjectState:
-        label, probabilities, score, fine = prediction if prediction is not None else (None, None, None, None)
+        label, probabilities, score, fine, model = prediction if prediction is not None else (None,) * 5
         return ObjectState(
             object_id=r.object_id,
             survey=r.survey,
@@ -52,6 +52,7 @@ class Reads(_StoreBase):
             probabilities=dict(probabilities or {}),
             anomaly_score=score,
             fine_label=fine,
+            model_score=model,
             known_label=r.known_label,
             updated_at=_aware(r.updated_at),
         )
@@ -85,9 +86,9 @@ class Reads(_StoreBase):
                 rows = {r.object_id: r for r in conn.execute(select(o_t).where(o_t.c.object_id.in_(list(part))))}
                 preds: dict[str, tuple] = {}
                 if model_version is not None and rows:
-                    q = select(f.object_id, f.label, f.probabilities, f.anomaly_score, f.fine_label).where(
-                        f.model_version == model_version, f.object_id.in_(list(rows))
-                    )
+                    q = select(
+                        f.object_id, f.label, f.probabilities, f.anomaly_score, f.fine_label, f.model_score
+                    ).where(f.model_version == model_version, f.object_id.in_(list(rows)))
                     preds = {r[0]: tuple(r[1:]) for r in conn.execute(q)}
                 out.update((k, self._state(r, preds.get(k))) for k, r in rows.items())
         return out
@@ -148,7 +149,7 @@ class Reads(_StoreBase):
             raise ValueError("limit must be positive")
         o_t, f = ObjectRecord.__table__, FingerprintRecord.__table__.c
         q = (
-            select(o_t, f.label.label("p_label"), f.probabilities.label("p_probs"), f.anomaly_score.label("p_score"), f.fine_label.label("p_fine"))
+            select(o_t, *_prediction_columns(f))
             .join_from(FingerprintRecord.__table__, o_t, f.object_id == o_t.c.object_id)
             .where(f.model_version == model_version, f.anomaly_score.is_not(None))
         )
@@ -159,7 +160,7 @@ class Reads(_StoreBase):
         q = q.order_by(f.anomaly_score.desc(), f.object_id.asc()).limit(limit + 1)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        page = [self._state(r, (r.p_label, r.p_probs, r.p_score, r.p_fine)) for r in rows[:limit]]
+        page = [self._state(r, _prediction(r)) for r in rows[:limit]]
         nxt = None
         if len(rows) > limit:
             last = page[-1]
@@ -181,20 +182,16 @@ class Reads(_StoreBase):
         if limit <= 0:
             raise ValueError("limit must be positive")
         o_t, f = ObjectRecord.__table__, FingerprintRecord.__table__.c
-        q = select(
-            o_t,
-            f.label.label("p_label"),
-            f.probabilities.label("p_probs"),
-            f.anomaly_score.label("p_score"),
-            f.fine_label.label("p_fine"),
-        ).outerjoin(FingerprintRecord.__table__, and_(f.object_id == o_t.c.object_id, f.model_version == model_version))
+        q = select(o_t, *_prediction_columns(f)).outerjoin(
+            FingerprintRecord.__table__, and_(f.object_id == o_t.c.object_id, f.model_version == model_version)
+        )
         q = q.where(*sql_conditions(filters, _filter_columns(o_t, f)))
         if cursor:
             q = q.where(o_t.c.object_id > _decode_id_cursor(cursor))
         q = q.order_by(o_t.c.object_id).limit(limit + 1)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        page = [self._state(r, (r.p_label, r.p_probs, r.p_score, r.p_fine)) for r in rows[:limit]]
+        page = [self._state(r, _prediction(r)) for r in rows[:limit]]
         nxt = _encode_id_cursor(page[-1].object_id) if len(rows) > limit else None
         return page, nxt
 
@@ -206,13 +203,7 @@ class Reads(_StoreBase):
         (indexed) and ra (wrapping at 0/360; none near a pole); the exact great-circle distance decides."""
         o_t, f = ObjectRecord.__table__, FingerprintRecord.__table__.c
         q = (
-            select(
-                o_t,
-                f.label.label("p_label"),
-                f.probabilities.label("p_probs"),
-                f.anomaly_score.label("p_score"),
-                f.fine_label.label("p_fine"),
-            )
+            select(o_t, *_prediction_columns(f))
             .outerjoin(
                 FingerprintRecord.__table__, and_(f.object_id == o_t.c.object_id, f.model_version == model_version)
             )
@@ -236,10 +227,7 @@ class Reads(_StoreBase):
         hav = np.sin((r_dec - dec0) / 2) ** 2 + math.cos(dec0) * np.cos(r_dec) * np.sin((r_ra - ra0) / 2) ** 2
         sep = np.degrees(2 * np.arcsin(np.sqrt(np.clip(hav, 0.0, 1.0))))
         order = [i for i in np.argsort(sep, kind="stable") if sep[i] <= radius_deg][:limit]
-        return [
-            (self._state(rows[i], (rows[i].p_label, rows[i].p_probs, rows[i].p_score, rows[i].p_fine)), float(sep[i]))
-            for i in order
-        ]
+        return [(self._state(rows[i], _prediction(rows[i])), float(sep[i])) for i in order]
 
     # ----------------------------------------------------------------- change tracking
     def _marker_and_count(self, conn: Connection, model_version: str) -> tuple[str, int]:
@@ -255,6 +243,22 @@ class Reads(_StoreBase):
         """Opaque string that changes whenever the fingerprints of ``model_version`` or any object change."""
         with self.engine.connect() as conn:
             return self._marker_and_count(conn, model_version)[0]
+
+
+def _prediction_columns(f) -> list:
+    """A version's predictions beside an object's row (read back by :func:`_prediction`)."""
+    return [
+        f.label.label("p_label"),
+        f.probabilities.label("p_probs"),
+        f.anomaly_score.label("p_score"),
+        f.fine_label.label("p_fine"),
+        f.model_score.label("p_model"),
+    ]
+
+
+def _prediction(r) -> tuple:
+    """The predictions of a row selected with :func:`_prediction_columns`, as ``Reads._state`` takes them."""
+    return r.p_label, r.p_probs, r.p_score, r.p_fine, r.p_model
 
 
 def _filter_columns(objects, f) -> dict[str, Any]:

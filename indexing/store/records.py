@@ -27,7 +27,8 @@ class ObjectState:
     label: str | None = None  # output only: the version's predicted (coarse) class
     fine_label: str | None = None  # output only: its predicted fine class
     probabilities: dict[str, float] = field(default_factory=dict)  # output only
-    anomaly_score: float | None = None  # output only
+    anomaly_score: float | None = None  # output only: the catalogue-relative score (encoder.rarity)
+    model_score: float | None = None  # output only: the checkpoint's own anomaly score
     known_label: str | None = None
     updated_at: datetime | None = None  # output only
 
@@ -40,8 +41,9 @@ class FingerprintRow:
     vector: np.ndarray
     label: str | None = None  # coarse class
     probabilities: dict[str, float] | None = None
-    anomaly_score: float | None = None
+    anomaly_score: float | None = None  # the catalogue-relative score (None: not ranked yet)
     fine_label: str | None = None
+    model_score: float | None = None  # the checkpoint's own anomaly score
 
 
 @dataclass(slots=True)
@@ -114,6 +116,17 @@ class DeadLetter:
     error: str
     payload: bytes | None = None
     received_at: datetime | None = None  # output only
+
+
+@dataclass(slots=True)
+class FeedbackAnswer:
+    """An expert's answer about an object: ``anomaly`` or ``not_anomaly``, who (optional) and when."""
+
+    object_id: str
+    label: str
+    user: str | None = None
+    created_at: datetime | None = None  # output only
+    id: int | None = None  # output only
 
 
 class StaleVersion(RuntimeError):

@@ -72,6 +72,7 @@ class _Rows:
                     "fine_label": fp.fine_label,
                     "probabilities": {k: float(x) for k, x in fp.probabilities.items()} if fp.probabilities else None,
                     "anomaly_score": _f(fp.anomaly_score),
+                    "model_score": _f(fp.model_score),
                     "source_revision": None,
                     "revision": 1,
                     "created_at": now,

@@ -1,0 +1,147 @@
+"""The served version's anomaly ranking: :class:`encoder.rarity.Ranking` over the catalogue, in
+memory, kept current, its scores in SQL (``fingerprints.anomaly_score``) and in the index.
+
+* **Rebuild** (:meth:`AnomalyRanking.rebuild`): rank every fingerprint of the version from SQL with
+  the experts' latest answers, and write back the scores that moved. The catalogue calls it when
+  its inputs changed (:meth:`~indexing.store.Store.ranking_marker`), from the sync thread, and at
+  once while the catalogue is small and grew by a quarter since the last one.
+* **Estimate** (:meth:`AnomalyRanking.estimate`): an ingested object's score against the current
+  ranking, written with its fingerprint, until the next rebuild ranks it with everyone.
+* **Answer** (:meth:`AnomalyRanking.answer`): an expert's answer re-ranks at once (the pull and the
+  pins only; the three signals are the rebuild's).
+
+Every process of a deployment computes the same scores from the same SQL rows, so whichever
+writes first, the others find nothing to rewrite.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from encoder.rarity import LABELS, Ranking, unit
+from indexing.knn import flat_knn
+from indexing.store import FeedbackAnswer, Store
+
+log = logging.getLogger("rtf.ranking")
+#: A score that moved less than this is not rewritten (a catalogue of n objects moves in steps of 1/n).
+SCORE_TOLERANCE = 1e-4
+#: Up to this many objects, an ingest that grows the catalogue by a quarter re-ranks it at once.
+SMALL_CATALOGUE = 20_000
+
+
+class AnomalyRanking:
+    def __init__(self, store: Store, version: str) -> None:
+        self.store, self.version = store, version
+        self._lock = threading.RLock()  # one rebuild or answer at a time; reads take the current state
+        # the ranking, its rows' object ids and the row of each id: swapped together (readers take no lock)
+        self._state: tuple[Ranking, list[str], dict[str, int]] | None = None
+        self._stored = np.zeros(0)  # the scores SQL holds, as this ranking knows them
+        self._revision = np.zeros(0, np.int64)
+        self.marker: str | None = None  # the ranking marker the current ranking was built at
+        self.built_at: float | None = None  # time.time() of the last rebuild
+        self.pending = 0  # objects encoded since the last rebuild
+
+    def __len__(self) -> int:
+        return 0 if self._state is None else len(self._state[1])
+
+    @property
+    def built(self) -> bool:
+        return self._state is not None
+
+    # ------------------------------------------------------------------ rebuild
+    def rebuild(self) -> dict[str, float]:
+        """Rank the version's whole catalogue again; write back and return the scores that moved."""
+        with self._lock:
+            t0 = time.perf_counter()
+            marker = self.store.ranking_marker(self.version)
+            inputs = self.store.ranking_inputs(self.version)
+            row = {oid: i for i, oid in enumerate(inputs.object_ids)}
+            ranking = Ranking.build(
+                inputs.vectors, inputs.fine_labels, inputs.model_score, self._answers(row), knn=flat_knn
+            )
+            self._state = (ranking, inputs.object_ids, row)
+            self._stored, self._revision = inputs.anomaly_score.copy(), inputs.source_revision
+            self.marker, self.built_at, self.pending = marker, time.time(), 0
+            changed = self._write_moved()
+            log.info(
+                "anomaly ranking of %s: %d objects, %d scores rewritten, %.2f s",
+                self.version,
+                len(row),
+                len(changed),
+                time.perf_counter() - t0,
+            )
+            return changed
+
+    def _answers(self, row: dict[str, int]) -> dict[int, int]:
+        return {row[o]: LABELS[label] for o, label in self.store.latest_answers().items() if o in row}
+
+    def _write_moved(self) -> dict[str, float]:
+        """Write the scores that differ from SQL's by more than the tolerance; returns them."""
+        assert self._state is not None
+        ranking, ids, _ = self._state
+        scores = ranking.scores
+        with np.errstate(invalid="ignore"):
+            moved = np.flatnonzero(~(np.abs(scores - self._stored) <= SCORE_TOLERANCE))  # NaN stored: moved
+        changed = {ids[i]: float(scores[i]) for i in moved.tolist()}
+        self.store.set_anomaly_scores(
+            self.version, {ids[i]: (float(scores[i]), int(self._revision[i])) for i in moved.tolist()}
+        )
+        self._stored[moved] = scores[moved]
+        return changed
+
+    def stale(self) -> bool:
+        """Whether what the ranking depends on changed in SQL since it was built."""
+        return self.marker != self.store.ranking_marker(self.version)
+
+    # ------------------------------------------------------------------ ingest
+    def estimate(
+        self,
+        object_ids: Sequence[str],
+        vectors: np.ndarray,
+        fine: Sequence[str | None],
+        model_score: np.ndarray,
+    ) -> list[float | None]:
+        """Scores of encoded objects against the current ranking (None while it is empty). An object
+        ranked with exactly this fingerprint keeps its ranked score."""
+        if self._state is None or len(self._state[0]) == 0:
+            return [None] * len(object_ids)
+        ranking, _, row = self._state
+        own = np.array([row.get(o, -1) for o in object_ids], dtype=np.int64)
+        est = ranking.estimate(vectors, fine, model_score, own_rows=own, knn=flat_knn)
+        out: list[float | None] = []
+        for i, r in enumerate(own.tolist()):
+            same = (
+                r >= 0
+                and fine[i] == ranking.fine[r]
+                and float(model_score[i]) == float(ranking.model_score[r])
+                and np.array_equal(unit(vectors[i : i + 1])[0], ranking.vectors[r])
+            )
+            out.append(float(ranking.scores[r]) if same else float(est[i]))
+        return out
+
+    # ------------------------------------------------------------------ answers
+    def answer(self, answer: FeedbackAnswer) -> dict[str, float]:
+        """Re-rank with a recorded answer (rebuilding first when the object is not ranked yet);
+        returns the scores that moved, written back."""
+        with self._lock:
+            if self._state is None or answer.object_id not in self._state[2]:
+                return self.rebuild()
+            ranking, ids, row = self._state
+            answers = dict(ranking.answers)
+            answers[row[answer.object_id]] = LABELS[answer.label]
+            self._state = (ranking.with_answers(answers), ids, row)
+            return self._write_moved()
+
+    def score_of(self, object_id: str) -> tuple[float, int] | None:
+        """(score, rank from 1) of a ranked object."""
+        if self._state is None or object_id not in self._state[2]:
+            return None
+        ranking, _, rows = self._state
+        row = rows[object_id]
+        rank = int((ranking.raw > ranking.raw[row]).sum()) + 1
+        return float(ranking.scores[row]), rank
