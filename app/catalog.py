@@ -106,7 +106,7 @@ class Catalog:
         self._sync_thread: threading.Thread | None = None
         self._plots: dict[tuple, bytes] = {}  # PNGs by (object, its row's version, catalogue size), oldest first
         self._plot_lock = threading.Lock()
-        self.ranking = AnomalyRanking(store, encoder.version)
+        self.ranking = AnomalyRanking(store, encoder.version, encoder.latent_dim)
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -179,7 +179,7 @@ class Catalog:
                 old = self.version
                 self.encoder, self.index, self.load_report = encoder, index, report
                 self._synced_marker, self._synced_at = report.sql_marker, utcnow() - SYNC_SLACK
-                self.ranking = AnomalyRanking(self.store, version)
+                self.ranking = AnomalyRanking(self.store, version, encoder.latent_dim)
             if self.configured is not None and self.configured.version == version:
                 self.configured = None
         with self._plot_lock:
@@ -275,11 +275,12 @@ class Catalog:
     def feedback(self, object_id: str, label: str, user: str | None) -> tuple[FeedbackAnswer, tuple[float, int] | None]:
         """Record an expert's answer and re-rank with it: the answer, and the object's (score, rank)
         after it (None while it has no fingerprint of the served version)."""
+        before = self.store.ranking_marker(self.version)
         try:
             answer = self.store.add_feedback(FeedbackAnswer(object_id, label, user))
         except KeyError:
             raise UnknownObject(object_id) from None
-        self.index.set_anomaly_scores(self.ranking.answer(answer))
+        self.index.set_anomaly_scores(self.ranking.answer(answer, before))
         return answer, self.ranking.score_of(object_id)
 
     def feedback_of(self, object_id: str, limit: int = 100) -> list[FeedbackAnswer]:

@@ -28,16 +28,22 @@ from indexing.knn import flat_knn
 from indexing.store import FeedbackAnswer, Store
 
 log = logging.getLogger("rtf.ranking")
-#: A score that moved less than this is not rewritten (a catalogue of n objects moves in steps of 1/n).
-SCORE_TOLERANCE = 1e-4
+#: A score that moved less than this is not rewritten: an answer nudges every object that resembles it, and
+#: in a dense region of a large catalogue that reorders tens of thousands of near-ties by a few steps of 1/n
+#: (80,000 rows to rewrite for one answer at 100K objects with 1e-4; a few hundred with 1e-3).
+SCORE_TOLERANCE = 1e-3
 #: Up to this many objects, an ingest that grows the catalogue by a quarter re-ranks it at once.
 SMALL_CATALOGUE = 20_000
 
 
 class AnomalyRanking:
-    def __init__(self, store: Store, version: str) -> None:
-        self.store, self.version = store, version
-        self._lock = threading.RLock()  # one rebuild or answer at a time; reads take the current state
+    """``latent_dim``: how many of a fingerprint's first numbers the ranking compares (the model's own
+    fingerprint, without the class-aware metric's probabilities, which the surprisal already reads)."""
+
+    def __init__(self, store: Store, version: str, latent_dim: int | None = None) -> None:
+        self.store, self.version, self.latent_dim = store, version, latent_dim
+        self._build_lock = threading.Lock()  # one rebuild at a time (it takes seconds at 100K objects) ...
+        self._lock = threading.RLock()  # ... and answers and the swap of a rebuilt ranking one at a time
         # the ranking, its rows' object ids and the row of each id: swapped together (readers take no lock)
         self._state: tuple[Ranking, list[str], dict[str, int]] | None = None
         self._stored = np.zeros(0)  # the scores SQL holds, as this ranking knows them
@@ -55,19 +61,26 @@ class AnomalyRanking:
 
     # ------------------------------------------------------------------ rebuild
     def rebuild(self) -> dict[str, float]:
-        """Rank the version's whole catalogue again; write back and return the scores that moved."""
-        with self._lock:
+        """Rank the version's whole catalogue again; write back and return the scores that moved. Answers
+        keep re-ranking the current ranking meanwhile; those given during the rebuild are applied to the new
+        one before it replaces the old."""
+        with self._build_lock:
             t0 = time.perf_counter()
             marker = self.store.ranking_marker(self.version)
             inputs = self.store.ranking_inputs(self.version)
             row = {oid: i for i, oid in enumerate(inputs.object_ids)}
+            answers = self._answers(row)
             ranking = Ranking.build(
-                inputs.vectors, inputs.fine_labels, inputs.model_score, self._answers(row), knn=flat_knn
+                inputs.vectors[:, : self.latent_dim], inputs.fine_labels, inputs.model_score, answers, knn=flat_knn
             )
-            self._state = (ranking, inputs.object_ids, row)
-            self._stored, self._revision = inputs.anomaly_score.copy(), inputs.source_revision
-            self.marker, self.built_at, self.pending = marker, time.time(), 0
-            changed = self._write_moved()
+            with self._lock:
+                latest = self._answers(row)
+                if latest != answers:
+                    ranking = ranking.with_answers(latest)
+                self._state = (ranking, inputs.object_ids, row)
+                self._stored, self._revision = inputs.anomaly_score.copy(), inputs.source_revision
+                self.marker, self.built_at, self.pending = marker, time.time(), 0
+                changed = self._write_moved()
             log.info(
                 "anomaly ranking of %s: %d objects, %d scores rewritten, %.2f s",
                 self.version,
@@ -112,6 +125,7 @@ class AnomalyRanking:
             return [None] * len(object_ids)
         ranking, _, row = self._state
         own = np.array([row.get(o, -1) for o in object_ids], dtype=np.int64)
+        vectors = np.asarray(vectors)[:, : self.latent_dim]
         est = ranking.estimate(vectors, fine, model_score, own_rows=own, knn=flat_knn)
         out: list[float | None] = []
         for i, r in enumerate(own.tolist()):
@@ -125,17 +139,20 @@ class AnomalyRanking:
         return out
 
     # ------------------------------------------------------------------ answers
-    def answer(self, answer: FeedbackAnswer) -> dict[str, float]:
-        """Re-rank with a recorded answer (rebuilding first when the object is not ranked yet);
-        returns the scores that moved, written back."""
+    def answer(self, answer: FeedbackAnswer, marker_before: str | None = None) -> dict[str, float]:
+        """Re-rank with a recorded answer (rebuilding when the object is not ranked yet); returns the
+        scores that moved, written back. ``marker_before``: the ranking marker just before the answer was
+        recorded; when the ranking was current then, it is current with the answer (no rebuild for it)."""
         with self._lock:
-            if self._state is None or answer.object_id not in self._state[2]:
-                return self.rebuild()
-            ranking, ids, row = self._state
-            answers = dict(ranking.answers)
-            answers[row[answer.object_id]] = LABELS[answer.label]
-            self._state = (ranking.with_answers(answers), ids, row)
-            return self._write_moved()
+            if self._state is not None and answer.object_id in self._state[2]:
+                ranking, ids, row = self._state
+                answers = dict(ranking.answers)
+                answers[row[answer.object_id]] = LABELS[answer.label]
+                self._state = (ranking.with_answers(answers), ids, row)
+                if marker_before is not None and marker_before == self.marker:
+                    self.marker = self.store.ranking_marker(self.version)
+                return self._write_moved()
+        return self.rebuild()
 
     def score_of(self, object_id: str) -> tuple[float, int] | None:
         """(score, rank from 1) of a ranked object."""

@@ -84,15 +84,14 @@ def main() -> None:
 
     a.workdir.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{a.workdir / 'rtf.db'}"
-    version = describe(DEFAULT_CHECKPOINT).version  # the service serves the bundled checkpoint
-    build(url, a.n, a.seed, version)
+    info = describe(DEFAULT_CHECKPOINT)  # the service serves the bundled checkpoint: its version and dims
+    build(url, a.n, a.seed, info.version, info.dim)
     store = Store(url)
     t0 = time.perf_counter()
-    ranking = AnomalyRanking(store, version)
-    moved = len(ranking.rebuild())
+    moved = len(AnomalyRanking(store, info.version, info.latent_dim).rebuild())
     rebuild_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    again = len(AnomalyRanking(store, version).rebuild())
+    again = len(AnomalyRanking(store, info.version, info.latent_dim).rebuild())
     rerank_s = time.perf_counter() - t0
     store.close()
     env = {"RTF_DATABASE_URL": url, "RTF_INDEX_DIR": str(a.workdir / "index"), "RTF_THREADS": "1"}

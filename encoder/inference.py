@@ -148,6 +148,12 @@ class Encoder:
         return self.info.dim
 
     @property
+    def latent_dim(self) -> int:
+        """How many of a served fingerprint's first numbers are the model's own fingerprint (the rest, if
+        any, are the class-aware metric's probabilities)."""
+        return self.info.latent_dim or self.info.dim
+
+    @property
     def coarse_classes(self) -> list[str]:
         return list(self.info.coarse_classes)
 
@@ -392,6 +398,7 @@ def _info_of(ckpt: Checkpoint) -> ServingInfo:
     return ServingInfo(
         version=ckpt.version,
         dim=cfg.served_dim,
+        latent_dim=cfg.latent_dim,
         coarse_classes=list(cfg.coarse_classes),
         fine_classes=list(cfg.fine_classes),
         spec=ckpt.spec,

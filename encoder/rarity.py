@@ -11,8 +11,10 @@ against the catalogue itself, with three signals, each turned into its percentil
 
 Their mean is the *rarity*. Experts' answers (``anomaly`` / ``not_anomaly``) move it: an answered object
 goes above (anomaly) or below (not an anomaly) every unanswered one, and every other object is pulled
-along by the answers of the objects it resembles, ``BETA * sum(y * exp((cos - 1) / TAU))`` with y = +1 /
--1 (label propagation in fingerprint space: an answer about one CV speaks for the CVs like it).
+along by the answers of the objects it resembles: ``BETA * sum(y k) / (sum(k) + PRIOR)`` with y = +1 / -1
+and ``k = exp((cos - 1) / TAU)`` (label propagation in fingerprint space, a kernel-weighted mean of the
+answers with a pseudo-count: an answer about one CV speaks for the CVs like it, an object far from every
+answer barely moves, and many answers nearby do not add up beyond ``BETA``).
 
 The published **score** is a mid-rank percentile in the catalogue: the fraction of objects ranked below,
 plus half of those tied, so 0.9 means "above 90 % of this catalogue"; it does not saturate (n objects, n
@@ -34,6 +36,7 @@ K = 10
 REFERENCE_MAX = 20_000
 TAU = 0.1  # kernel width of an answer's pull, in cosine similarity
 BETA = 0.5  # its strength, in units of rarity (a mean of percentiles, in [0, 1])
+PRIOR = 1.0  # the pseudo-count of "no answer" in the pull's weighted mean
 PIN = 2.0  # answered objects move by more than any rarity: above / below every unanswered one
 LABELS: dict[str, int] = {"anomaly": 1, "not_anomaly": -1}
 
@@ -95,13 +98,14 @@ def surprisal(fine: Sequence[str | None], counts: Mapping[str | None, int], tota
 
 
 def feedback_pull(vectors: np.ndarray, answered: np.ndarray, answers: np.ndarray) -> np.ndarray:
-    """``BETA * sum_j y_j exp((cos(x, a_j) - 1) / TAU)`` for each (unit) vector x."""
+    """``BETA * sum_j y_j k_j / (sum_j k_j + PRIOR)``, ``k_j = exp((cos(x, a_j) - 1) / TAU)``, for each
+    (unit) vector x, over the answered vectors ``a_j`` and their answers ``y_j`` (+1 / -1)."""
     if len(answered) == 0:
         return np.zeros(len(vectors))
     out = np.zeros(len(vectors))
     for s in range(0, len(vectors), 8192):
-        sims = vectors[s : s + 8192] @ answered.T
-        out[s : s + 8192] = BETA * (np.exp((np.clip(sims, -1, 1) - 1.0) / TAU) @ answers)
+        k = np.exp((np.clip(vectors[s : s + 8192] @ answered.T, -1, 1) - 1.0) / TAU)
+        out[s : s + 8192] = BETA * (k @ answers) / (k.sum(axis=1) + PRIOR)
     return out
 
 

@@ -57,6 +57,9 @@ class ServingInfo:
     checkpoint_sha256: str = ""  # the checkpoint file the graphs were exported from
     metrics: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    #: the served fingerprint's first ``latent_dim`` numbers are the model's own fingerprint (the rest: the
+    #: class-aware metric's probabilities, encoder.model.rtf.ModelConfig.posterior_weight); 0: all of it
+    latent_dim: int = 0
 
     def to_json(self) -> str:
         d = {
@@ -64,6 +67,7 @@ class ServingInfo:
             "format_version": FORMAT_VERSION,
             "version": self.version,
             "dim": self.dim,
+            "latent_dim": self.latent_dim or self.dim,
             "coarse_classes": self.coarse_classes,
             "fine_classes": self.fine_classes,
             "spec": self.spec.to_dict(),
@@ -84,6 +88,7 @@ class ServingInfo:
         return cls(
             version=d["version"],
             dim=int(d["dim"]),
+            latent_dim=int(d.get("latent_dim", d["dim"])),
             coarse_classes=list(d["coarse_classes"]),
             fine_classes=list(d["fine_classes"]),
             spec=FeatureSpec.from_dict(d["spec"]),

@@ -20,7 +20,9 @@ object) to every fold's fine-tuning set: more distinct objects of the rare class
 queries nor candidates. With ``--posterior-weight W`` each fine-tuned model is also scored as it
 serves with ``rtf-train --posterior-weight W``: its fingerprint at unit length with W times its
 fine-class probabilities appended, a class-aware metric on the same fingerprints (the probabilities
-are the head's function of them), paired with the plain one.
+are the head's function of them), paired with the plain one. ``--replay`` adds labelled light curves of
+any class (a synthetic survey) to every fold's fine-tuning set, as stage 6 of training/recipes/default.toml
+does, so that the heads keep the classes BTS lacks.
 
     python experiments/finetune_knn_cv.py --data ../shared/data/ztf_bts_dev.parquet --out runs/knn_cv
 """
@@ -41,10 +43,8 @@ from sklearn.model_selection import StratifiedKFold
 from encoder.anomaly import AnomalyScorer
 from encoder.checkpoint import DEFAULT_CHECKPOINT
 from encoder.inference import Encoder
-from encoder.lightcurve import LightCurve
 from encoder.readers import read_bts_parquet, write_lightcurves_parquet
-from training.augment import reobserve
-from training.data import load_sources
+from training.data import balanced, early_copies, load_sources
 from training.evaluate import baselines, metrics
 from training.train import main as train_main
 
@@ -56,18 +56,6 @@ ARCHITECTURE = ["--mode", "ae", "--latent-dims", "64", "--use-metadata", "--use-
                 "--decoder-film"]  # fmt: skip  # the default checkpoint's (training/recipes/default.toml)
 
 
-def balanced(lcs: list[LightCurve], per_class: int, rng: np.random.Generator | None = None) -> list[LightCurve]:
-    """Each class repeated up to about ``per_class`` light curves (copies get new ids); with ``rng``
-    the copies are re-observations (:func:`training.augment.reobserve`), not duplicates."""
-    counts = Counter(lc.label for lc in lcs)
-    out = list(lcs)
-    for lc in lcs:
-        for r in range(1, max(1, per_class // counts[lc.label])):
-            copy = lc if rng is None else reobserve(lc, rng)
-            out.append(replace(copy, object_id=f"{lc.object_id}#{r}"))
-    return out
-
-
 def load_tuned(run: Path, last_weights: bool, posterior_weight: float) -> Encoder:
     """A fine-tuned model as it would serve with ``rtf-train --posterior-weight``; with ``last_weights``
     the run's last weights (state.pt) rather than its moving average."""
@@ -77,6 +65,7 @@ def load_tuned(run: Path, last_weights: bool, posterior_weight: float) -> Encode
     if posterior_weight != enc.model.cfg.posterior_weight:  # the anomaly reference holds the other fingerprints
         enc.model.cfg = replace(enc.model.cfg, posterior_weight=posterior_weight)
         enc.ckpt.scorer = AnomalyScorer.unfitted(enc.ckpt.scorer.rare_mask)  # (only the fingerprints are read here)
+        enc.info = replace(enc.info, dim=enc.model.cfg.served_dim, scorer=enc.ckpt.scorer)
     return enc
 
 
@@ -104,7 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SOURCE",
         help="labelled light curves from other sources (not BTS objects) added to the fine-tuning",
     )
+    ap.add_argument(
+        "--replay",
+        nargs="+",
+        default=[],
+        metavar="SOURCE",
+        help="labelled light curves of any class (e.g. a synthetic survey) added to every fold's fine-tuning, "
+        "so that the heads keep the classes BTS lacks (training/recipes/default.toml stage 6)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="fold split and training seed")
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch threads (1 beside another PyTorch job)")
     ap.add_argument(
         "--posterior-weight",
         type=float,
@@ -123,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = [lc for lc in load_sources(args.extra_labelled) if lc.label in classes and lc.object_id not in bts_ids]
     if extra:
         print(f"{len(extra)} extra labelled objects: {dict(Counter(lc.label for lc in extra))}", file=sys.stderr)
+    replay = [lc for lc in load_sources(args.replay) if lc.label and lc.object_id not in bts_ids]
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(labels, labels))
     tuned_names = ["fine-tuned"] + (["fine-tuned, last weights (no average)"] if args.ema is not None else [])
     if args.posterior_weight is not None:
@@ -139,11 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         run = args.out / f"fold{f}"
         run.mkdir(parents=True, exist_ok=True)
         held = {lcs[i].object_id for i in test}
-        labelled = [lc for lc in every if lc.object_id not in held and lc.label] + extra
+        labelled = [lc for lc in every if lc.object_id not in held and lc.label] + extra + replay
         if args.early_copies:
-            early = metrics.first_days(labelled)
-            cut = [e for e, lc in zip(early, labelled, strict=True) if len(e) < len(lc)]
-            labelled += [replace(e, object_id=f"{e.object_id}@30d") for e in cut]
+            labelled = early_copies(labelled)
         rng = np.random.default_rng([args.seed, f]) if args.reobserve else None
         write_lightcurves_parquet(balanced(labelled, args.per_class, rng), run / "labelled.parquet")
         write_lightcurves_parquet([lc for lc in every if lc.object_id in held], run / "heldout.parquet")
@@ -154,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--epochs", str(args.epochs), "--lr", str(args.lr), "--cls-weight", str(args.cls_weight),
                 "--batch-size", str(args.batch_size), "--views", str(args.views),
                 "--contrastive-weight", str(args.contrastive_weight),
-                "--seed", str(args.seed), "--out", str(run / "model"),
+                "--seed", str(args.seed), "--threads", str(args.threads), "--out", str(run / "model"),
                 *(["--ema", str(args.ema)] if args.ema is not None else []),
             ])  # fmt: skip
         weights = [False] + ([True] if args.ema is not None else [])  # the same run's last weights (state.pt)

@@ -26,6 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(Path(sys.executable))
 
 
+def bundled_dim() -> int:
+    """Length of the bundled checkpoint's served fingerprints (its serving export's record of it)."""
+    from encoder.checkpoint import DEFAULT_CHECKPOINT
+    from encoder.inference import describe
+
+    return describe(DEFAULT_CHECKPOINT).dim
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from app.jsonform import EXAMPLE, LightCurveIn
 from app.main import create_app
 from encoder.readers import write_ztf_avro
+from tests._server import bundled_dim
 from training.synthetic import SurveyConfig, generate_survey
 
 EXAMPLE = copy.deepcopy(EXAMPLE)
@@ -33,7 +34,7 @@ def test_service_endpoints_answer(client):
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["objects"] >= 200
     models = client.get("/v1/models").json()["models"]
-    assert [m["active"] for m in models].count(True) == 1 and models[0]["dim"] == 64
+    assert [m["active"] for m in models].count(True) == 1 and models[0]["dim"] == bundled_dim()
     text = client.get("/metrics").text
     assert "rtf_request_seconds_bucket" in text and "rtf_catalog_objects" in text
     assert 'method="GET",route="/readyz",status="200"' in text  # labelled by the matched route and status
@@ -52,7 +53,7 @@ def test_fingerprints_json_and_avro_agree(client):
     r = client.post("/v1/fingerprints", json=as_json(lcs))
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["dim"] == 64 and [f["object_id"] for f in body["fingerprints"]] == [lc.object_id for lc in lcs]
+    assert body["dim"] == bundled_dim() and [f["object_id"] for f in body["fingerprints"]] == [lc.object_id for lc in lcs]
     buf = io.BytesIO()
     write_ztf_avro(lcs, buf)
     r2 = client.post("/v1/fingerprints", content=buf.getvalue(), headers={"Content-Type": "avro/binary"})
@@ -107,7 +108,7 @@ def test_search_by_vector_and_by_lightcurve(client):
     assert [x["object_id"] for x in by_lc.json()["neighbors"]] == [x["object_id"] for x in by_vec["neighbors"]]
     assert oid  # the catalogue is not empty
     assert client.post("/v1/search", json={"vector": [1.0, 2.0], "k": 3}).status_code == 422
-    assert client.post("/v1/search", json={"vector": [0.0] * 64}).status_code == 422
+    assert client.post("/v1/search", json={"vector": [0.0] * bundled_dim()}).status_code == 422
     assert client.post("/v1/search", json={"k": 3}).status_code == 422
     both = {"vector": vec, "lightcurve": EXAMPLE}
     assert client.post("/v1/search", json=both).status_code == 422

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from app.jsonform import EXAMPLE
 from encoder.readers import write_ztf_avro
-from tests._server import as_json, synth_lightcurves
+from tests._server import as_json, bundled_dim, synth_lightcurves
 
 JSON = {"Content-Type": "application/json"}
 AVRO = {"Content-Type": "avro/binary"}
@@ -357,14 +357,15 @@ def test_bad_query_parameters_are_4xx(client):
 
 
 def test_bad_search_bodies_are_4xx(client):
-    ok = [0.1] * 64
+    dim = bundled_dim()
+    ok = [0.1] * dim
     cases = [
         ({"vector": [1.0, 2.0]}, "vector"),
-        ({"vector": [0.1] * 65}, "vector"),
+        ({"vector": [0.1] * (dim + 1)}, "vector"),
         ({"vector": [0.1] * 5000}, "vector"),
-        ({"vector": [0.0] * 64}, "vector"),
-        ({"vector": ["a"] * 64}, "vector"),
-        ({"vector": [float("nan")] * 64}, "vector"),  # Python's json writes NaN: FastAPI parses it
+        ({"vector": [0.0] * dim}, "vector"),
+        ({"vector": ["a"] * dim}, "vector"),
+        ({"vector": [float("nan")] * dim}, "vector"),  # Python's json writes NaN: FastAPI parses it
         ({"vector": [float("inf")] + ok[1:]}, "vector"),
         ({"vector": ok, "k": 0}, "k"),
         ({"vector": ok, "k": 10**30}, "k"),
@@ -389,8 +390,10 @@ def test_bad_search_bodies_are_4xx(client):
 @pytest.mark.parametrize("scale", [1e-40, 1e-20, 1e20, 1e300])
 def test_search_by_a_tiny_or_huge_vector_is_the_same_direction(client, scale):
     """Cosine search is scale-free: values that under- or overflow float32 give the same neighbours."""
-    ref = client.post("/v1/search", json={"vector": [0.1] * 32 + [-0.2] * 32, "k": 5})
-    r = client.post("/v1/search", json={"vector": [scale] * 32 + [-2 * scale] * 32, "k": 5})
+    half = bundled_dim() // 2
+    rest = bundled_dim() - half
+    ref = client.post("/v1/search", json={"vector": [0.1] * half + [-0.2] * rest, "k": 5})
+    r = client.post("/v1/search", json={"vector": [scale] * half + [-2 * scale] * rest, "k": 5})
     assert r.status_code == 200, r.text
     assert [n["object_id"] for n in r.json()["neighbors"]] == [n["object_id"] for n in ref.json()["neighbors"]]
 

@@ -29,7 +29,7 @@ from rtf_client import (
     Unauthorized,
     ValidationFailed,
 )
-from tests._server import ROOT, Server
+from tests._server import ROOT, Server, bundled_dim
 
 API_KEY = "client-test-key-0123456789"
 NOTEBOOK = ROOT / "examples" / "quickstart.ipynb"
@@ -340,7 +340,7 @@ def test_health_readiness_and_models(rtf):
     state, models = rtf.ready(), rtf.models()
     assert state.ready and state.status == "ready" and state.objects == models.objects > 0
     assert [m.version for m in models if m.active] == [state.model] == [models.active.version]
-    assert models.active.dim == 64 and "SNIa" in models.active.coarse_classes and models.active.stale == 0
+    assert models.active.dim == bundled_dim() and "SNIa" in models.active.coarse_classes and models.active.stale == 0
     assert "rtf_" in rtf.metrics()
 
 

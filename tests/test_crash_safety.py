@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests._server import Server, as_json, synth_lightcurves
+from tests._server import Server, as_json, bundled_dim, synth_lightcurves
 
 pytestmark = pytest.mark.slow
 
@@ -205,7 +205,7 @@ def test_damaged_index_files_are_detected_and_rebuilt_from_sql(tmp_path, small_d
         n_sql = store.count_fingerprints(version)
 
         def reopen() -> tuple[bool, str]:
-            index, report = load_or_rebuild(store, index_dir, version, dim=64, progress=False)
+            index, report = load_or_rebuild(store, index_dir, version, dim=bundled_dim(), progress=False)
             assert len(index) == n_sql
             for lc in extra:  # each object finds itself by its own fingerprint
                 assert index.search(index.get_vector(lc.object_id), 1)[0].object_id == lc.object_id

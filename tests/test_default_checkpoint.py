@@ -11,6 +11,7 @@ import pytest
 
 from encoder.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from encoder.inference import Encoder
+from tests._server import bundled_dim
 from training.synthetic import SurveyConfig, generate_survey
 
 
@@ -21,7 +22,7 @@ def encoder() -> Encoder:
 
 def test_the_default_checkpoint_is_small_and_self_describing(encoder):
     assert DEFAULT_CHECKPOINT.stat().st_size <= 10 * 2**20
-    assert encoder.dim == 64 and encoder.version.startswith("rtf-")
+    assert encoder.dim == bundled_dim() and encoder.version.startswith("rtf-")
     assert encoder.coarse_classes[:5] == ["SNIa", "SNcc", "CV", "AGN", "TDE"]
     summary = encoder.ckpt.summary
     assert summary["n_train"] > 1000 and "command" in summary
@@ -78,6 +79,6 @@ def test_the_service_serves_the_bundled_model_without_loading_pytorch(tmp_path):
             ],
         }
         r = httpx.post(server.url + "/v1/fingerprints", json={"lightcurves": [lc]})
-        assert r.status_code == 200 and len(r.json()["fingerprints"][0]["vector"]) == 64
+        assert r.status_code == 200 and len(r.json()["fingerprints"][0]["vector"]) == bundled_dim()
         mapped = Path(f"/proc/{server.proc.pid}/maps").read_text()
         assert "onnxruntime" in mapped and "libtorch" not in mapped

@@ -59,10 +59,14 @@ def _copy(setup, name: str) -> Store:
 
 
 def _fingerprints(store: Store, version: str) -> dict[str, tuple]:
+    """Each object's fingerprint, class key and the model's own anomaly score (a re-encoding writes no
+    catalogue-relative score: the service ranks the new version when it switches to it)."""
+    inputs = store.ranking_inputs(version)
+    model_score = dict(zip(inputs.object_ids, inputs.model_score, strict=True))
     out = {}
     for b in store.iter_fingerprints(version):
         for i, o in enumerate(b.object_ids):
-            out[o] = (b.vectors[i], b.labels[i], b.anomaly_score[i])
+            out[o] = (b.vectors[i], b.labels[i], model_score[o])
     return out
 
 

@@ -23,7 +23,7 @@ from encoder.readers import write_ztf_avro
 from encoder.readers.kafka_message import SchemaSource, decode_message, wire_message
 from encoder.readers.lsst_avro import LSST_ALERT_SCHEMA, lsst_packet
 from indexing.store import Store
-from tests._server import synth_lightcurves
+from tests._server import bundled_dim, synth_lightcurves
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def test_ztf_and_lsst_messages_are_stored_once_and_bad_ones_become_dead_letters(
         bodies += [json.loads(m.value()) for m in out.consume(50, 1.0) if m.error() is None]
     out.close()
     assert {b["object_id"] for b in bodies} == set(want)
-    assert all(len(b["fingerprint"]) == 64 and b["class"] and 0 <= b["anomaly_score"] <= 1 for b in bodies)
+    assert all(len(b["fingerprint"]) == bundled_dim() and b["class"] and 0 <= b["anomaly_score"] <= 1 for b in bodies)
 
 
 def test_a_registry_schema_and_refusals(tmp_path):

@@ -200,3 +200,25 @@ init-from = "{out}/1-base/model.pt"
     assert summary["config"]["init_from"] == str(tmp_path / "runs" / "1-base" / "model.pt")
     assert summary["config"]["model"]["use_gp"] and not summary["config"]["gp_fit"]
     assert load_checkpoint(tmp_path / "runs" / "2-tuned" / "model.pt").config.latent_dim == 8
+
+
+def test_early_copies_and_class_balancing_add_what_they_say():
+    from training.data import balanced, early_copies
+
+    lcs = generate_survey(SurveyConfig(survey="ztf", n_objects=60, seed=5, min_detections=3))
+    lcs = [replace(lc, label=None) if i % 3 == 0 else lc for i, lc in enumerate(lcs)]
+    more = early_copies(lcs)
+    added = more[len(lcs) :]
+    long_labelled = [lc for lc in lcs if lc.label and len(lc.until(lc.time[0] + 30)) < len(lc)]
+    assert {c.object_id for c in added} == {f"{lc.object_id}@30d" for lc in long_labelled}
+    assert all(c.time[-1] - c.time[0] <= 30 and c.label for c in added)
+    counts = {}
+    for lc in balanced(lcs, 40):
+        counts[lc.label] = counts.get(lc.label, 0) + 1
+    originals = {}
+    for lc in lcs:
+        originals[lc.label] = originals.get(lc.label, 0) + 1
+    assert counts[None] == originals[None]  # unlabelled curves are not repeated
+    # each class repeated as a whole until about 40: v x (40 // v) light curves, a class of 40 or more as it is
+    assert {k: counts[k] for k in originals if k} == {k: v * max(1, 40 // v) for k, v in originals.items() if k}
+    assert any(counts[k] > v for k, v in originals.items() if k)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from encoder.lightcurve import BANDS
-from tests._server import as_json, synth_lightcurves
+from tests._server import as_json, bundled_dim, synth_lightcurves
 
 
 def _walk(client, **params) -> list[dict]:
@@ -106,7 +106,7 @@ def test_ztf_field_names_are_accepted_and_mjd_is_given_beside_jd(client):
     assert got["fingerprint"] is None
     vector = client.get("/v1/objects/ztf-names", params={"fingerprint": "true"}).json()["fingerprint"]
     stored = client.app.state.catalog.store.get_fingerprint("ztf-names", client.app.state.catalog.version)
-    assert vector == pytest.approx(stored.tolist(), abs=1e-6) and len(vector) == 64
+    assert vector == pytest.approx(stored.tolist(), abs=1e-6) and len(vector) == bundled_dim()
     listed = client.get("/v1/objects", params={"limit": 500}).json()["items"]
     assert all(o["last_mjd"] is None or o["last_mjd"] == pytest.approx(o["last_jd"] - 2400000.5) for o in listed)
     for bad, where in (
@@ -167,7 +167,7 @@ def test_class_filters_refuse_names_they_do_not_know_and_say_which_are_valid(cli
             client.get("/v1/anomalies", params={"class": name}),
             client.get("/v1/objects", params={"class": name}),
             client.post("/v1/neighbors", json={"object_ids": [oid], "classes": [name]}),
-            client.post("/v1/search", json={"vector": [0.1] * 64, "classes": ["SNIa", name]}),
+            client.post("/v1/search", json={"vector": [0.1] * bundled_dim(), "classes": ["SNIa", name]}),
         ):
             assert r.status_code == 422, (name, r.text)
             detail = r.json()["errors"][0]

@@ -84,6 +84,10 @@ class TrainConfig:
         "start from this checkpoint's weights and normalisation (fine-tuning; same architecture)",
         metavar="MODEL_PT",
     )
+    early_copies: bool = setting(False, "also train on each labelled light curve cut to its first 30 days")
+    balance_classes: int = setting(
+        0, "repeat each class's labelled light curves up to about this many (0: as they come)", metavar="N"
+    )
     train_only: str | None = setting(
         None, "train this module alone, everything else frozen (the fingerprints stay)", choices=("decoder",)
     )

@@ -11,8 +11,11 @@ A source is a string:
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from encoder.lightcurve import LightCurve
@@ -85,3 +88,27 @@ def split_of(object_id: str, val_fraction: float = 0.15, salt: str = "rtf") -> s
     """'train' or 'val', stable per object id (a hash, not a random draw)."""
     h = int.from_bytes(hashlib.sha256(f"{salt}:{object_id}".encode()).digest()[:8], "big")
     return "val" if (h % 10_000) < val_fraction * 10_000 else "train"
+
+
+def early_copies(lcs: list[LightCurve], days: float = 30.0) -> list[LightCurve]:
+    """The light curves, plus each labelled one that lasts longer cut to its first ``days`` (id ``<id>@30d``):
+    the view a real-time query has."""
+    cut = [replace(lc.until(lc.time[0] + days), object_id=f"{lc.object_id}@30d") for lc in lcs if lc.label]
+    return lcs + [c for c, lc in zip(cut, (lc for lc in lcs if lc.label), strict=True) if len(c) < len(lc)]
+
+
+def balanced(lcs: list[LightCurve], per_class: int, rng: np.random.Generator | None = None) -> list[LightCurve]:
+    """The light curves, each labelled class repeated up to about ``per_class`` (copies: ids ``<id>#<r>``), so
+    that 900 SNIa do not drown 3 TDE; random truncation makes the copies differ, and with ``rng`` each copy
+    is also a re-observation (:func:`training.augment.reobserve`)."""
+    from training.augment import reobserve
+
+    counts = Counter(lc.label for lc in lcs if lc.label)
+    out = list(lcs)
+    for lc in lcs:
+        if not lc.label:
+            continue
+        for r in range(1, max(1, per_class // counts[lc.label])):
+            copy = lc if rng is None else reobserve(lc, rng)
+            out.append(replace(copy, object_id=f"{lc.object_id}#{r}"))
+    return out

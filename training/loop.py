@@ -30,7 +30,7 @@ from encoder.model.rtf import ModelConfig, RTFModel
 from encoder.taxonomy import COARSE_CLASSES, FINE_CLASSES, SEED_COARSE_CLASSES, coarse_of
 from training.calibration import fit_anomaly_scorer
 from training.config import TrainConfig, check
-from training.data import load_sources, split_of
+from training.data import balanced, early_copies, load_sources, split_of
 
 
 # ---------------------------------------------------------------------------- data preparation
@@ -139,6 +139,10 @@ def train(tc: TrainConfig) -> Path:
         hidden = {lc.object_id for src in tc.unlabelled for lc in load_sources([src])}
         lcs = [replace(lc, label=None) if lc.object_id in hidden else lc for lc in lcs]
         print(f"labels hidden for {len(hidden)} objects of {tc.unlabelled}", file=sys.stderr)
+    if tc.early_copies:
+        lcs = early_copies(lcs)
+    if tc.balance_classes:
+        lcs = balanced(lcs, tc.balance_classes)
     train_lcs = [lc for lc in lcs if split_of(lc.object_id, tc.val_fraction) == "train"]
     val_lcs = [lc for lc in lcs if split_of(lc.object_id, tc.val_fraction) == "val"]
     print(f"{len(lcs)} light curves: {len(train_lcs)} train, {len(val_lcs)} val", file=sys.stderr)
