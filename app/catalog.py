@@ -143,7 +143,10 @@ class Catalog:
             )
         encoder = cls._encoder(settings, served)
         index, report = cls._index(settings, store, encoder)
-        return cls(settings, encoder, store, index, report, configured)
+        catalog = cls(settings, encoder, store, index, report, configured)
+        if store.count_unranked(encoder.version):  # re-encoded, or stored before the ranking: rank them now
+            catalog.rerank(force=True)
+        return catalog
 
     @staticmethod
     def _encoder(settings: Settings, checkpoint: Path, precision: str | None = None) -> Encoder:

@@ -166,3 +166,19 @@ def test_answers_outlive_reencoding(make_settings, fresh_url, tmp_path_factory):
         assert catalog.version == new
         items = c.get("/v1/anomalies", params={"limit": 500}).json()["items"]
         assert len(items) == 40 and items[-1]["object_id"] == top and items[-1]["answer"] == "not_anomaly"
+
+
+def test_unranked_fingerprints_are_ranked_when_the_service_starts(make_settings, fresh_url, tmp_path):
+    settings = make_settings(fresh_url, index_dir=tmp_path / "index", demo=False, sync_interval=0)
+    lcs = synth_lightcurves(30, seed=4244)
+    with TestClient(create_app(settings)) as c:
+        c.post("/v1/alerts", json=as_json(lcs))
+        version = c.app.state.catalog.version
+    store = Store(fresh_url)
+    with store.engine.begin() as conn:  # as migration 0006 leaves rows: the model's score kept, no ranking score
+        conn.exec_driver_sql("UPDATE fingerprints SET anomaly_score = NULL")
+    assert store.count_unranked(version) == 30
+    store.close()
+    with TestClient(create_app(settings)) as c:
+        items = c.get("/v1/anomalies", params={"limit": 100}).json()["items"]
+        assert len(items) == 30 and all(0 < i["score"] < 1 and i["model_score"] is not None for i in items)

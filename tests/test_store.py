@@ -320,7 +320,9 @@ def test_migration_carries_rows_into_histories_and_predictions(db_url):
     assert h.meta_fields == ("rb",) and h.meta[0, 0] == 0.5 and np.isnan(h.meta[1, 0])
     assert h.ul_jd.tolist() == [9.0] and h.ul_mag.tolist() == [20.5]
     o = s.get_object("A", "v1")
-    assert (o.label, o.probabilities, o.anomaly_score, o.known_label) == ("SNIa", {"SNIa": 0.9}, 0.7, "SNII")
+    # the old score is the model's own (0006): kept as model_score; the ranking score is unset until a ranking
+    assert (o.label, o.probabilities, o.model_score, o.known_label) == ("SNIa", {"SNIa": 0.9}, 0.7, "SNII")
+    assert o.anomaly_score is None and s.count_unranked("v1") == 1
     assert s.count_stale("v1") == 0  # the fingerprint is of the light curve as stored
     s.close()
 

@@ -90,6 +90,13 @@ class Feedback(_StoreBase):
             b = conn.execute(select(func.count(), func.coalesce(func.max(t.id), 0))).one()
         return f"{a[0]}:{a[1]}:{a[2]}:{b[0]}:{b[1]}"
 
+    def count_unranked(self, model_version: str) -> int:
+        """Fingerprints of ``model_version`` without a ranking score (re-encoded, or from before the ranking)."""
+        f = FingerprintRecord.__table__.c
+        q = select(func.count()).where(f.model_version == model_version, f.anomaly_score.is_(None))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
     def ranking_inputs(self, model_version: str, batch_size: int = 50_000) -> RankingInputs:
         """Every fingerprint of ``model_version`` with its fine class and scores, in id order."""
         f = FingerprintRecord.__table__.c

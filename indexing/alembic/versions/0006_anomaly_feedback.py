@@ -5,8 +5,8 @@ Revises: 0005
 Create Date: 2026-12-04 00:00:00
 
 ``fingerprints.anomaly_score`` becomes the catalogue-relative ranking's score (``encoder.rarity``);
-the score a row held until now is the checkpoint's, so it is copied to ``model_score``. The service
-re-ranks the catalogue at its next start and rewrites ``anomaly_score``.
+the score a row held until now is the checkpoint's, so it moves to ``model_score``, and the service ranks
+the catalogue at its next start (it finds unranked rows) and writes ``anomaly_score``.
 """
 
 from collections.abc import Sequence
@@ -22,7 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("fingerprints", sa.Column("model_score", sa.Float(), nullable=True))
-    op.execute("UPDATE fingerprints SET model_score = anomaly_score")
+    op.execute("UPDATE fingerprints SET model_score = anomaly_score, anomaly_score = NULL")
     op.create_table(
         "anomaly_feedback",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
