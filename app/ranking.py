@@ -120,10 +120,12 @@ class AnomalyRanking:
         model_score: np.ndarray,
     ) -> list[float | None]:
         """Scores of encoded objects against the current ranking (None while it is empty). An object
-        ranked with exactly this fingerprint keeps its ranked score."""
+        ranked with exactly this fingerprint keeps the score SQL holds for it (a re-posted alert changes
+        nothing)."""
         if self._state is None or len(self._state[0]) == 0:
             return [None] * len(object_ids)
         ranking, _, row = self._state
+        stored = self._stored
         own = np.array([row.get(o, -1) for o in object_ids], dtype=np.int64)
         vectors = np.asarray(vectors)[:, : self.latent_dim]
         est = ranking.estimate(vectors, fine, model_score, own_rows=own, knn=flat_knn)
@@ -135,7 +137,10 @@ class AnomalyRanking:
                 and float(model_score[i]) == float(ranking.model_score[r])
                 and np.array_equal(unit(vectors[i : i + 1])[0], ranking.vectors[r])
             )
-            out.append(float(ranking.scores[r]) if same else float(est[i]))
+            if same and r < len(stored) and np.isfinite(stored[r]):
+                out.append(float(stored[r]))
+            else:
+                out.append(float(ranking.scores[r]) if same else float(est[i]))
         return out
 
     # ------------------------------------------------------------------ answers

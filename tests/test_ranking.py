@@ -182,3 +182,20 @@ def test_unranked_fingerprints_are_ranked_when_the_service_starts(make_settings,
     with TestClient(create_app(settings)) as c:
         items = c.get("/v1/anomalies", params={"limit": 100}).json()["items"]
         assert len(items) == 30 and all(0 < i["score"] < 1 and i["model_score"] is not None for i in items)
+
+
+def test_reposting_the_same_alerts_rewrites_no_score(make_settings, fresh_url, tmp_path, monkeypatch):
+    import app.ranking
+
+    # scores that moved less than this stay as SQL holds them: the ranking's and SQL's then differ (as by up
+    # to 0.001 in a large catalogue), and a re-posted object must keep SQL's, not be rewritten
+    monkeypatch.setattr(app.ranking, "SCORE_TOLERANCE", 0.3)
+    settings = make_settings(fresh_url, index_dir=tmp_path / "index", demo=False, sync_interval=0)
+    lcs = synth_lightcurves(30, seed=4245)
+    with TestClient(create_app(settings)) as c:
+        c.post("/v1/alerts", json=as_json(lcs))
+        c.post("/v1/alerts", json=as_json(synth_lightcurves(12, seed=4246)))  # the ranking moves on
+        catalog: Catalog = c.app.state.catalog
+        marker = catalog.store.state_marker(catalog.version)
+        again = c.post("/v1/alerts", json=as_json(lcs)).json()
+        assert again["new_alerts"] == 0 and catalog.store.state_marker(catalog.version) == marker
