@@ -262,13 +262,14 @@ class Catalog:
         return self.encoder.version
 
     # ---------------------------------------------------------------- the anomaly ranking
-    def rerank(self, *, force: bool = False) -> int:
+    def rerank(self, *, force: bool = False, scheduled: bool = True) -> int:
         """Rebuild the anomaly ranking (:mod:`app.ranking`) when it is due: never built, a small
-        catalogue grown by a quarter, or ``rank_interval`` seconds since the last one and something it
-        depends on changed. Returns how many scores moved."""
+        catalogue grown by a quarter, or (``scheduled``: the sync thread's call, not an ingest's, which
+        must not wait seconds for a large catalogue) ``rank_interval`` seconds since the last one and
+        something it depends on changed. Returns how many scores moved."""
         r = self.ranking
         small = len(r) < SMALL_CATALOGUE and r.pending >= max(1, len(r) // 4)
-        due = r.built_at is None or time.time() - r.built_at >= self.settings.rank_interval
+        due = scheduled and (r.built_at is None or time.time() - r.built_at >= self.settings.rank_interval)
         if not (force or not r.built or small or (due and (r.pending > 0 or r.stale()))):
             return 0
         changed = r.rebuild()
@@ -357,7 +358,7 @@ class Catalog:
         if not self.ranking.built:  # estimates need a ranking; it is never built inside the transaction
             self.rerank()
         results = self._ingest_locked(posted, position)
-        if self.rerank():  # ranked with everyone now: the ranked score, not the estimate
+        if self.rerank(scheduled=False):  # ranked with everyone now: the ranked score, not the estimate
             for r in results:
                 ranked = self.ranking.score_of(r.object_id)
                 r.anomaly_score = ranked[0] if ranked is not None else r.anomaly_score

@@ -152,9 +152,7 @@ class Ranking:
         surp = surprisal(fine, counts, n)
         model = np.nan_to_num(np.asarray(model_score, dtype=np.float64), nan=0.0)
         signals = (np.sort(iso), np.sort(surp), np.sort(model))
-        rarity = (
-            mid_percentile(signals[0], iso) + mid_percentile(signals[1], surp) + mid_percentile(signals[2], model)
-        ) / 3
+        rarity = _mean_percentile(signals, iso, surp, model)
         return cls(v, list(fine), model, ref, iso, counts, signals, rarity, dict(answers or {}))
 
     def __len__(self) -> int:
@@ -168,15 +166,23 @@ class Ranking:
         )  # fmt: skip
 
     def _rescore(self) -> None:
-        raw = self.rarity.copy()
-        if self.answers:
-            rows = np.fromiter(self.answers, dtype=np.int64)
-            y = np.array([self.answers[r] for r in rows.tolist()], dtype=np.float64)
-            raw += feedback_pull(self.vectors, self.vectors[rows], y)
-            raw[rows] = self.rarity[rows] + PIN * y  # an answered object: pinned, not pulled
-        self.raw = raw
-        self.sorted_raw = np.sort(raw)
-        self.scores = mid_percentile(self.sorted_raw, raw)
+        self.raw = self._pulled(self.rarity, self.vectors, np.arange(len(self)))
+        self.sorted_raw = np.sort(self.raw)
+        self.scores = mid_percentile(self.sorted_raw, self.raw)
+
+    def _pulled(self, rarity: np.ndarray, vectors: np.ndarray, own: np.ndarray) -> np.ndarray:
+        """Rarities moved by the answers: pulled by the answered objects they resemble, or pinned where the
+        object (its row here: ``own``, -1 for none) was answered itself."""
+        if not self.answers:
+            return rarity.copy()
+        rows = np.fromiter(self.answers, dtype=np.int64)
+        y = np.array([self.answers[r] for r in rows.tolist()], dtype=np.float64)
+        raw = rarity + feedback_pull(vectors, self.vectors[rows], y)
+        answer_of = np.zeros(len(self))
+        answer_of[rows] = y
+        pin = np.where(own >= 0, answer_of[np.maximum(own, 0)], 0.0)
+        raw[pin != 0] = rarity[pin != 0] + PIN * pin[pin != 0]
+        return raw
 
     def order(self) -> np.ndarray:
         """Rows, most anomalous first (ties by row)."""
@@ -203,14 +209,10 @@ class Ranking:
         iso = isolation(v, self.vectors[self.reference_rows], own_ref, knn=knn)
         surp = surprisal(fine, self.counts, len(self))
         model = np.nan_to_num(np.asarray(model_score, dtype=np.float64), nan=0.0)
-        s_iso, s_surp, s_model = self.sorted_signals
-        rarity = (mid_percentile(s_iso, iso) + mid_percentile(s_surp, surp) + mid_percentile(s_model, model)) / 3
-        raw = rarity.copy()
-        if self.answers:
-            rows = np.fromiter(self.answers, dtype=np.int64)
-            y = np.array([self.answers[r] for r in rows.tolist()], dtype=np.float64)
-            raw += feedback_pull(v, self.vectors[rows], y)
-            for i, r in enumerate(own.tolist()):  # a changed object keeps its answer's pin
-                if r in self.answers:
-                    raw[i] = rarity[i] + PIN * self.answers[r]
-        return mid_percentile(self.sorted_raw, raw)
+        rarity = _mean_percentile(self.sorted_signals, iso, surp, model)
+        return mid_percentile(self.sorted_raw, self._pulled(rarity, v, own))  # a changed object keeps its pin
+
+
+def _mean_percentile(sorted_signals: tuple[np.ndarray, ...], *signals: np.ndarray) -> np.ndarray:
+    """The rarity: the mean of each signal's mid-rank percentile among the catalogue's (``sorted_signals``)."""
+    return np.mean([mid_percentile(ref, x) for ref, x in zip(sorted_signals, signals, strict=True)], axis=0)
