@@ -106,7 +106,7 @@ class Catalog:
         self._sync_thread: threading.Thread | None = None
         self._plots: dict[tuple, bytes] = {}  # PNGs by (object, its row's version, catalogue size), oldest first
         self._plot_lock = threading.Lock()
-        self.ranking = AnomalyRanking(store, encoder.version, encoder.latent_dim)
+        self.ranking = AnomalyRanking(store, encoder.version, encoder.latent_dim, encoder.fine_classes)
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -182,7 +182,7 @@ class Catalog:
                 old = self.version
                 self.encoder, self.index, self.load_report = encoder, index, report
                 self._synced_marker, self._synced_at = report.sql_marker, utcnow() - SYNC_SLACK
-                self.ranking = AnomalyRanking(self.store, version, encoder.latent_dim)
+                self.ranking = AnomalyRanking(self.store, version, encoder.latent_dim, encoder.fine_classes)
             if self.configured is not None and self.configured.version == version:
                 self.configured = None
         with self._plot_lock:
@@ -432,7 +432,8 @@ class Catalog:
             raise LightCurveError(f"lightcurves[{position[merged_lcs[i].object_id]}]", exc.message) from None
         objects, fingerprints = [], []
         fine = _fine_labels(self.encoder, enc)
-        scores = self.ranking.estimate([lc.object_id for lc in merged_lcs], enc.vectors, fine, enc.anomaly)
+        ids, detections = [lc.object_id for lc in merged_lcs], [len(lc) for lc in merged_lcs]
+        scores = self.ranking.estimate(ids, enc.vectors, fine, enc.anomaly, detections)
         for i, lc in enumerate(merged_lcs):
             fingerprints.append(fingerprint_row(self.encoder, enc, i, lc.object_id, scores[i]))
             objects.append(

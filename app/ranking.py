@@ -36,12 +36,26 @@ SCORE_TOLERANCE = 1e-3
 SMALL_CATALOGUE = 20_000
 
 
-class AnomalyRanking:
-    """``latent_dim``: how many of a fingerprint's first numbers the ranking compares (the model's own
-    fingerprint, without the class-aware metric's probabilities, which the surprisal already reads)."""
+def split_served(vectors: np.ndarray, latent_dim: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A served fingerprint's two parts: the model's own (its first ``latent_dim`` numbers), which the
+    ranking compares, and the class-aware metric's fine-class probabilities after it (a multiple of them,
+    each row scaled back to sum to 1), which the surprisal reads; None where there are none."""
+    v = np.asarray(vectors)
+    if latent_dim is None or latent_dim >= v.shape[1]:
+        return v, None
+    tail = v[:, latent_dim:].astype(np.float64)
+    return v[:, :latent_dim], tail / np.maximum(tail.sum(axis=1, keepdims=True), 1e-12)
 
-    def __init__(self, store: Store, version: str, latent_dim: int | None = None) -> None:
+
+class AnomalyRanking:
+    """``latent_dim``: how many of a fingerprint's first numbers are the model's own; ``fine_classes``:
+    the classes of the probabilities after them (:func:`split_served`)."""
+
+    def __init__(
+        self, store: Store, version: str, latent_dim: int | None = None, fine_classes: Sequence[str] = ()
+    ) -> None:
         self.store, self.version, self.latent_dim = store, version, latent_dim
+        self.fine_classes = tuple(fine_classes)
         self._build_lock = threading.Lock()  # one rebuild at a time (it takes seconds at 100K objects) ...
         self._lock = threading.RLock()  # ... and answers and the swap of a rebuilt ranking one at a time
         # the ranking, its rows' object ids and the row of each id: swapped together (readers take no lock)
@@ -70,9 +84,11 @@ class AnomalyRanking:
             inputs = self.store.ranking_inputs(self.version)
             row = {oid: i for i, oid in enumerate(inputs.object_ids)}
             answers = self._answers(row)
+            vectors, probabilities = self._split(inputs.vectors)
             ranking = Ranking.build(
-                inputs.vectors[:, : self.latent_dim], inputs.fine_labels, inputs.model_score, answers, knn=flat_knn
-            )
+                vectors, inputs.fine_labels, inputs.model_score, answers, detections=inputs.n_detections,
+                probabilities=probabilities, classes=self.fine_classes, knn=flat_knn,
+            )  # fmt: skip
             with self._lock:
                 latest = self._answers(row)
                 if latest != answers:
@@ -89,6 +105,11 @@ class AnomalyRanking:
                 time.perf_counter() - t0,
             )
             return changed
+
+    def _split(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        v, probabilities = split_served(vectors, self.latent_dim)
+        ok = probabilities is not None and probabilities.shape[1] == len(self.fine_classes)
+        return v, probabilities if ok else None
 
     def _answers(self, row: dict[str, int]) -> dict[int, int]:
         return {row[o]: LABELS[label] for o, label in self.store.latest_answers().items() if o in row}
@@ -118,17 +139,21 @@ class AnomalyRanking:
         vectors: np.ndarray,
         fine: Sequence[str | None],
         model_score: np.ndarray,
+        detections: Sequence[int],
     ) -> list[float | None]:
-        """Scores of encoded objects against the current ranking (None while it is empty). An object
-        ranked with exactly this fingerprint keeps the score SQL holds for it (a re-posted alert changes
-        nothing)."""
+        """Scores of encoded objects (served fingerprints; their light curves' detection counts) against
+        the current ranking (None while it is empty). An object ranked with exactly this fingerprint keeps
+        the score SQL holds for it (a re-posted alert changes nothing)."""
         if self._state is None or len(self._state[0]) == 0:
             return [None] * len(object_ids)
         ranking, _, row = self._state
         stored = self._stored
         own = np.array([row.get(o, -1) for o in object_ids], dtype=np.int64)
-        vectors = np.asarray(vectors)[:, : self.latent_dim]
-        est = ranking.estimate(vectors, fine, model_score, own_rows=own, knn=flat_knn)
+        vectors, probabilities = self._split(vectors)
+        est = ranking.estimate(
+            vectors, fine, model_score, own_rows=own, detections=np.asarray(detections, np.int64),
+            probabilities=probabilities, knn=flat_knn,
+        )  # fmt: skip
         out: list[float | None] = []
         for i, r in enumerate(own.tolist()):
             same = (

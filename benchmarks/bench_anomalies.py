@@ -4,8 +4,10 @@
 
 1. Build (skipped when the workdir's database holds ``--n`` objects): ``--n`` objects written straight
    into SQL (no light curves, no encoder: what is timed is the ranking and the pages), fingerprints drawn
-   around 13 class centres with the class shares of a synthetic ZTF survey, and the model's score drawn
-   uniform; every fingerprint unranked, as after a re-encoding.
+   around 13 class centres with the class shares of a synthetic ZTF survey and served as the bundled
+   checkpoint serves them (the model's numbers, then 2 x fine-class probabilities drawn around the class),
+   detection counts drawn geometric (median 5), and the model's score drawn uniform; every fingerprint
+   unranked, as after a re-encoding.
 2. The full ranking in-process (``app.ranking.AnomalyRanking.rebuild``): read from SQL, rank, write back.
 3. The real service (uvicorn, one process, ``RTF_THREADS=1``) on that database: ``--answers`` expert
    answers (``POST /v1/anomalies/{id}/feedback``, on the top unanswered object each time, alternating
@@ -35,7 +37,7 @@ COARSE = {"SNIbc": "SNcc", "SNII": "SNcc", "SNIIn": "SNcc", "KN": "Other", "Micr
           "Flare": "Other", "PISN": "Other", "Periodic": "Other"}  # fmt: skip
 
 
-def build(url: str, n: int, seed: int, version: str, dim: int = 64) -> None:
+def build(url: str, n: int, seed: int, version: str, dim: int, latent_dim: int, classes: list[str]) -> None:
     from tqdm import tqdm
 
     from indexing.store import FingerprintRow, IngestBatch, ObjectState, Store
@@ -52,8 +54,16 @@ def build(url: str, n: int, seed: int, version: str, dim: int = 64) -> None:
         m = min(5000, n - start)
         kind = rng.choice(len(names), m, p=p / p.sum())
         vec = centres[kind] + rng.normal(0, 0.6, (m, dim)).astype(np.float32)
+        if latent_dim < dim:  # the class-aware metric's appendix: 2 x probabilities, mostly on the class
+            column = np.array([classes.index(names[k]) for k in kind])
+            alpha = np.full((m, dim - latent_dim), 0.3) + 6.0 * np.eye(dim - latent_dim)[column]
+            vec[:, latent_dim:] = 2 * _dirichlet(rng, alpha)
+        detections = rng.geometric(0.13, m)
         ids = [f"obj{start + i:07d}" for i in range(m)]
-        objects = [ObjectState(o, survey="ztf", last_jd=2460000.0 + (start + i) % 300) for i, o in enumerate(ids)]
+        objects = [
+            ObjectState(o, survey="ztf", last_jd=2460000.0 + (start + i) % 300, n_detections=int(detections[i]))
+            for i, o in enumerate(ids)
+        ]
         fps = [
             FingerprintRow(o, vec[i], COARSE.get(names[kind[i]], names[kind[i]]), None, None, names[kind[i]],
                            float(rng.random()))
@@ -61,6 +71,12 @@ def build(url: str, n: int, seed: int, version: str, dim: int = 64) -> None:
         ]  # fmt: skip
         store.write(IngestBatch(objects=objects, model_version=version, fingerprints=fps))
     store.close()
+
+
+def _dirichlet(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:
+    """One Dirichlet draw per row of ``alpha``."""
+    g = rng.gamma(alpha)
+    return g / g.sum(axis=1, keepdims=True)
 
 
 def stats(ms: list[float]) -> dict[str, float]:
@@ -85,13 +101,13 @@ def main() -> None:
     a.workdir.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{a.workdir / 'rtf.db'}"
     info = describe(DEFAULT_CHECKPOINT)  # the service serves the bundled checkpoint: its version and dims
-    build(url, a.n, a.seed, info.version, info.dim)
+    build(url, a.n, a.seed, info.version, info.dim, info.latent_dim or info.dim, info.fine_classes)
     store = Store(url)
     t0 = time.perf_counter()
-    moved = len(AnomalyRanking(store, info.version, info.latent_dim).rebuild())
+    moved = len(AnomalyRanking(store, info.version, info.latent_dim, info.fine_classes).rebuild())
     rebuild_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    again = len(AnomalyRanking(store, info.version, info.latent_dim).rebuild())
+    again = len(AnomalyRanking(store, info.version, info.latent_dim, info.fine_classes).rebuild())
     rerank_s = time.perf_counter() - t0
     store.close()
     env = {"RTF_DATABASE_URL": url, "RTF_INDEX_DIR": str(a.workdir / "index"), "RTF_THREADS": "1"}

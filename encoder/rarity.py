@@ -2,14 +2,22 @@
 
 The checkpoint's own score (:mod:`encoder.anomaly`) is fixed at training: it knows a list of "rare"
 classes and the training set's density, not the catalogue it ranks. A :class:`Ranking` measures rarity
-against the catalogue itself, with three signals, each turned into its percentile in the catalogue:
+against the catalogue itself, with three signals:
 
 * **isolation**: mean cosine distance to the ``K`` nearest fingerprints of the catalogue (of a seeded
   sample of ``REFERENCE_MAX`` objects in a larger one): a kind the catalogue holds many of is dense;
-* **surprisal**: ``-log`` of the catalogue's share of the object's predicted fine class;
+* **surprisal**: ``-log`` of the catalogue's share of the object's fine class, expected under the model's
+  fine-class probabilities where they are given (``sum_c p_c (-log share_c)``; else the predicted class's):
+  a kind no model was trained on is mostly called a common class, with a spread posterior;
 * **model**: the checkpoint's score (decoder misfit, isolation in the training set, rare classes).
 
-Their mean is the *rarity*. Experts' answers (``anomaly`` / ``not_anomaly``) move it: an answered object
+Each signal becomes its percentile among the catalogue's objects **with about as many detections**
+(:data:`STRATA`; a stratum of fewer than ``MIN_STRATUM`` objects is pooled with the next): a fingerprint
+of one or two detections says little, sparse light curves crowd together and decode easily, so beside
+well-sampled ones they would rank as the most ordinary (a kilonova is mostly one detection). The
+*rarity* is the mean of the ``AGREE`` highest of the three percentiles (the lowest breaks ties): rare
+when two signals agree, so that one blind signal cannot hide an object (the model scores a kind it never
+saw as ordinary). Experts' answers (``anomaly`` / ``not_anomaly``) move it: an answered object
 goes above (anomaly) or below (not an anomaly) every unanswered one, and every other object is pulled
 along by the answers of the objects it resembles: ``BETA * sum(y k) / (sum(k) + PRIOR)`` with y = +1 / -1
 and ``k = exp((cos - 1) / TAU)`` (label propagation in fingerprint space, a kernel-weighted mean of the
@@ -19,7 +27,8 @@ answer barely moves, and many answers nearby do not add up beyond ``BETA``).
 The published **score** is a mid-rank percentile in the catalogue: the fraction of objects ranked below,
 plus half of those tied, so 0.9 means "above 90 % of this catalogue"; it does not saturate (n objects, n
 distinct steps) and means the same in a catalogue of any size. New objects get an estimate against the
-current ranking (:meth:`Ranking.estimate`) until the next rebuild ranks them with everyone.
+current ranking (:meth:`Ranking.estimate`: its percentile as if it had joined the catalogue) until the
+next rebuild ranks them with everyone.
 
 Pure NumPy: the service ranks with FAISS neighbours (``knn``), evaluations with the default.
 """
@@ -38,6 +47,11 @@ TAU = 0.1  # kernel width of an answer's pull, in cosine similarity
 BETA = 0.5  # its strength, in units of rarity (a mean of percentiles, in [0, 1])
 PRIOR = 1.0  # the pseudo-count of "no answer" in the pull's weighted mean
 PIN = 2.0  # answered objects move by more than any rarity: above / below every unanswered one
+#: upper-exclusive detection counts that bound the strata: 1, 2, 3-4, 5-7, 8-12, 13-20, 21 and more
+STRATA: tuple[int, ...] = (2, 3, 5, 8, 13, 21)
+MIN_STRATUM = 50
+AGREE = 2  # how many of the three signals' (highest) percentiles the rarity averages
+TIE_BREAK = 1e-3  # the weight of the others: they order the objects the highest ones tie
 LABELS: dict[str, int] = {"anomaly": 1, "not_anomaly": -1}
 
 #: ``knn(queries, reference, k) -> (similarities, reference rows)``, each (n, k), best first
@@ -97,6 +111,28 @@ def surprisal(fine: Sequence[str | None], counts: Mapping[str | None, int], tota
     return -np.log(np.array([(counts.get(f, 0) + 1) / (total + n_classes) for f in fine], dtype=np.float64))
 
 
+def expected_surprisal(
+    probabilities: np.ndarray, classes: Sequence[str], counts: Mapping[str | None, int], total: int
+) -> np.ndarray:
+    """:func:`surprisal` expected under each row of ``probabilities`` over ``classes``."""
+    return np.asarray(probabilities, dtype=np.float64) @ surprisal(list(classes), counts, total)
+
+
+def strata(detections: np.ndarray, edges: Sequence[int] = STRATA, min_size: int = MIN_STRATUM) -> np.ndarray:
+    """The stratum of each bin of ``edges`` (``np.searchsorted(edges, n, "right")``) for a catalogue with
+    these detection counts: consecutive bins pooled until each stratum holds ``min_size`` objects (the
+    last, if short, joins the one before)."""
+    counts = np.bincount(np.searchsorted(edges, np.asarray(detections), side="right"), minlength=len(edges) + 1)
+    group, held, out = 0, 0, np.zeros(len(counts), np.int64)
+    for b, c in enumerate(counts.tolist()):
+        if held >= min_size:
+            group, held = group + 1, 0
+        out[b], held = group, held + c
+    if held < min_size and group > 0:
+        out[out == group] = group - 1
+    return out
+
+
 def feedback_pull(vectors: np.ndarray, answered: np.ndarray, answers: np.ndarray) -> np.ndarray:
     """``BETA * sum_j y_j k_j / (sum_j k_j + PRIOR)``, ``k_j = exp((cos(x, a_j) - 1) / TAU)``, for each
     (unit) vector x, over the answered vectors ``a_j`` and their answers ``y_j`` (+1 / -1)."""
@@ -119,8 +155,15 @@ class Ranking:
     reference_rows: np.ndarray  # the rows of the isolation reference (all, or a seeded sample)
     isolation: np.ndarray  # (n,)
     counts: Counter = field(repr=False)
-    sorted_signals: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False)  # isolation, surprisal, model
-    rarity: np.ndarray = field(repr=False)  # (n,) mean of the three percentiles
+    classes: tuple[str, ...] = field(repr=False)  # the columns of the probabilities (none: predicted classes)
+    edges: tuple[int, ...] = field(repr=False)  # the strata's bins (none: one stratum) ...
+    stratum_of_bin: np.ndarray = field(repr=False)  # ... and the stratum of each (see strata())
+    #: per stratum: its objects' isolation, surprisal and model score, each sorted
+    sorted_signals: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(repr=False)
+    #: (3, n): isolation, surprisal and model score, each as its percentile in its stratum
+    percentiles: np.ndarray = field(repr=False)
+    rarity: np.ndarray = field(repr=False)  # (n,) the mean of the ``agree`` highest of them
+    agree: int = AGREE
     answers: dict[int, int] = field(default_factory=dict)  # row -> +1 / -1
     raw: np.ndarray = field(init=False, repr=False)  # rarity + pull + pins: what the score ranks
     sorted_raw: np.ndarray = field(init=False, repr=False)
@@ -137,9 +180,18 @@ class Ranking:
         model_score: np.ndarray,
         answers: Mapping[int, int] | None = None,
         *,
+        detections: np.ndarray | None = None,
+        probabilities: np.ndarray | None = None,
+        classes: Sequence[str] = (),
         knn: Knn = numpy_knn,
         seed: int = 0,
+        edges: Sequence[int] = STRATA,
+        agree: int = AGREE,
     ) -> Ranking:
+        """``detections``: each object's detection count (None: one stratum); ``probabilities``: its
+        fine-class probabilities over ``classes`` (None: the surprisal of the predicted class);
+        ``edges``: the strata's (:data:`STRATA`; ``()`` for one); ``agree``: how many of the highest
+        percentiles the rarity averages (3: all)."""
         v = unit(vectors)
         n = len(v)
         ref = (
@@ -149,11 +201,22 @@ class Ranking:
         own[ref] = np.arange(len(ref))
         iso = isolation(v, v[ref], own, knn=knn)
         counts = Counter(fine)
-        surp = surprisal(fine, counts, n)
+        names = tuple(classes) if probabilities is not None else ()
+        surp = _surprisal(fine, probabilities, names, counts, n)
         model = np.nan_to_num(np.asarray(model_score, dtype=np.float64), nan=0.0)
-        signals = (np.sort(iso), np.sort(surp), np.sort(model))
-        rarity = _mean_percentile(signals, iso, surp, model)
-        return cls(v, list(fine), model, ref, iso, counts, signals, rarity, dict(answers or {}))
+        det = np.ones(n, np.int64) if detections is None else np.asarray(detections)
+        edges = tuple(edges)
+        stratum_of_bin = strata(det, edges)
+        group = _stratum(stratum_of_bin, det, edges)
+        signals = [
+            (np.sort(iso[group == g]), np.sort(surp[group == g]), np.sort(model[group == g]))
+            for g in range(int(stratum_of_bin.max()) + 1)
+        ]
+        pct = _percentiles(signals, group, iso, surp, model)
+        return cls(
+            v, list(fine), model, ref, iso, counts, names, edges, stratum_of_bin, signals, pct, _rarity(pct, agree),
+            agree, dict(answers or {}),
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -162,7 +225,8 @@ class Ranking:
         """The same catalogue under other answers (rows -> +1 / -1): only the pull and the pins change."""
         return Ranking(
             self.vectors, self.fine, self.model_score, self.reference_rows, self.isolation, self.counts,
-            self.sorted_signals, self.rarity, dict(answers),
+            self.classes, self.edges, self.stratum_of_bin, self.sorted_signals, self.percentiles, self.rarity,
+            self.agree, dict(answers),
         )  # fmt: skip
 
     def _rescore(self) -> None:
@@ -195,10 +259,13 @@ class Ranking:
         model_score: np.ndarray,
         own_rows: np.ndarray | None = None,
         *,
+        detections: np.ndarray | None = None,
+        probabilities: np.ndarray | None = None,
         knn: Knn = numpy_knn,
     ) -> np.ndarray:
         """Scores of objects that are not ranked yet (or changed since: ``own_rows``, their rows here,
-        -1 for new ones), measured against this ranking's catalogue; NaN while it is empty."""
+        -1 for new ones), measured against this ranking's catalogue; NaN while it is empty.
+        ``detections`` and ``probabilities`` as :meth:`build` had them (the latter over its classes)."""
         if len(self) == 0:
             return np.full(len(vectors), np.nan)
         v = unit(vectors)
@@ -207,12 +274,49 @@ class Ranking:
         ref_pos[self.reference_rows] = np.arange(len(self.reference_rows))
         own_ref = np.where(own >= 0, ref_pos[np.maximum(own, 0)], -1)
         iso = isolation(v, self.vectors[self.reference_rows], own_ref, knn=knn)
-        surp = surprisal(fine, self.counts, len(self))
+        surp = _surprisal(fine, probabilities if self.classes else None, self.classes, self.counts, len(self))
         model = np.nan_to_num(np.asarray(model_score, dtype=np.float64), nan=0.0)
-        rarity = _mean_percentile(self.sorted_signals, iso, surp, model)
-        return mid_percentile(self.sorted_raw, self._pulled(rarity, v, own))  # a changed object keeps its pin
+        det = np.ones(len(v), np.int64) if detections is None else np.asarray(detections)
+        stratum = _stratum(self.stratum_of_bin, det, self.edges)
+        rarity = _rarity(_percentiles(self.sorted_signals, stratum, iso, surp, model), self.agree)
+        raw = self._pulled(rarity, v, own)  # a changed object keeps its pin
+        # a new object is ranked as if it had joined: among n + 1, itself one of the tied (never 0 or 1)
+        n, new = len(self.sorted_raw), own < 0
+        joined = (n * mid_percentile(self.sorted_raw, raw) * 2 + 1) / (2 * (n + 1))
+        return np.where(new, joined, mid_percentile(self.sorted_raw, raw))
 
 
-def _mean_percentile(sorted_signals: tuple[np.ndarray, ...], *signals: np.ndarray) -> np.ndarray:
-    """The rarity: the mean of each signal's mid-rank percentile among the catalogue's (``sorted_signals``)."""
-    return np.mean([mid_percentile(ref, x) for ref, x in zip(sorted_signals, signals, strict=True)], axis=0)
+def _surprisal(
+    fine: Sequence[str | None],
+    probabilities: np.ndarray | None,
+    classes: Sequence[str],
+    counts: Mapping[str | None, int],
+    total: int,
+) -> np.ndarray:
+    if probabilities is None:
+        return surprisal(fine, counts, total)
+    return expected_surprisal(probabilities, classes, counts, total)
+
+
+def _stratum(stratum_of_bin: np.ndarray, detections: np.ndarray, edges: Sequence[int]) -> np.ndarray:
+    return stratum_of_bin[np.searchsorted(edges, detections, side="right")]
+
+
+def _percentiles(
+    sorted_signals: Sequence[tuple[np.ndarray, ...]], stratum: np.ndarray, *signals: np.ndarray
+) -> np.ndarray:
+    """(signals, n): each signal's mid-rank percentile among its stratum's objects (``sorted_signals[stratum]``)."""
+    pct = np.zeros((len(signals), len(stratum)))
+    for g, refs in enumerate(sorted_signals):
+        rows = np.flatnonzero(stratum == g)
+        for j, (ref, x) in enumerate(zip(refs, signals, strict=True)):
+            pct[j, rows] = mid_percentile(ref, x[rows])
+    return pct
+
+
+def _rarity(percentiles: np.ndarray, agree: int) -> np.ndarray:
+    """The mean of the ``agree`` highest percentiles of each object (column), plus :data:`TIE_BREAK`
+    times the mean of the others (two objects often share a sum of two percentiles)."""
+    ranked = np.sort(percentiles, axis=0)
+    rest = ranked[:-agree].mean(axis=0) if agree < len(ranked) else 0.0
+    return ranked[-agree:].mean(axis=0) + TIE_BREAK * rest

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Train the default checkpoint (docs/model_card.md) from scratch: the seven resumable rtf-train stages
+# Train the default checkpoint (docs/model_card.md) from scratch: the eight resumable rtf-train stages
 # of training/recipes/default.toml.
 #   ./scripts/train_default.sh ../shared/data [runs/default] [--stage N ...] [--dry-run]
-# then: cp runs/default/7-film/model.pt encoder/checkpoints/rtf-default.pt
+# then: cp runs/default/8-film/model.pt encoder/checkpoints/rtf-default.pt
 #       python -m encoder.export encoder/checkpoints/rtf-default.pt   # its serving export, beside it
 set -euo pipefail
 DATA=${1:?usage: train_default.sh DATA_DIR [OUT] [--stage N ...] [--dry-run]}

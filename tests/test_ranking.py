@@ -12,13 +12,15 @@ from fastapi.testclient import TestClient
 
 from app.catalog import Catalog
 from app.main import create_app
+from app.ranking import split_served
 from app.reencode import reencode
 from encoder.checkpoint import load_checkpoint
 from encoder.inference import Encoder
-from encoder.rarity import PIN, Ranking, mid_percentile
+from encoder.rarity import BETA, PIN, Ranking, expected_surprisal, mid_percentile, strata
 from indexing.store import FeedbackAnswer, FingerprintRow, IngestBatch, Store
 from indexing.vector_index import IndexConfig, VectorIndex
 from tests._server import as_json, synth_lightcurves
+from training.evaluate.context import catalogue_ranking
 from training.variants import jittered_checkpoint
 
 
@@ -52,8 +54,10 @@ def test_answers_pin_and_pull_their_neighbours():
     after = r.with_answers({first: -1, liked: +1})
     assert after.order()[0] == liked and after.order()[-1] == first
     assert after.raw[liked] == pytest.approx(r.rarity[liked] + PIN)
-    # the common objects, which resemble the liked one, rose; the odd ones (not like it) did not move up
-    assert np.median(after.raw[:90] - r.raw[:90]) > 0.1
+    # the common objects, which resemble the liked one, rose; the odd ones (not like it) hardly moved
+    assert np.median(after.raw[:90] - r.raw[:90]) > 0.3 * BETA
+    odd = [i for i in range(90, 96) if i != first]
+    assert np.all(np.abs(after.raw[odd] - r.raw[odd]) < 0.1 * BETA)
     assert r.with_answers({}).scores.tolist() == r.scores.tolist()
 
 
@@ -65,8 +69,61 @@ def test_an_estimate_of_a_ranked_object_is_its_score_and_an_empty_ranking_has_no
     # a new object like the odd ones is estimated high, one like the common kind low
     new = r.estimate(vectors[[91, 3]] * 1.01, [fine[91], fine[3]], model[:2])
     assert new[0] > 0.8 > 0.5 > new[1]
+    # one above every object is ranked as if it had joined: the top of n + 1, not 1.0
+    top = r.estimate(vectors[[91]] * 1.01, [fine[91]], np.array([9.0]))
+    assert top[0] == pytest.approx((2 * len(r) + 1) / (2 * (len(r) + 1)))
     empty = Ranking.build(np.zeros((0, 16), np.float32), [], np.zeros(0))
     assert np.isnan(empty.estimate(vectors[:2], fine[:2], model[:2])).all()
+
+
+def test_strata_pool_small_bins_with_the_next_and_the_last_with_the_one_before():
+    # bins of STRATA (2, 3, 5, 8, 13, 21): [1] 60, [2] 10, [3-4] 45, [5-7] 100, [8-12] 0, [13-20] 0, [21+] 20
+    detections = np.array([1] * 60 + [2] * 10 + [3] * 45 + [6] * 100 + [30] * 20)
+    assert strata(detections, min_size=50).tolist() == [0, 1, 1, 2, 2, 2, 2]
+    assert strata(detections, min_size=1).tolist() == [0, 1, 2, 3, 4, 4, 4]  # empty bins join the next
+    assert strata(np.array([5] * 3), min_size=50).tolist() == [0] * 7  # too small to split at all
+
+
+def test_an_odd_sparse_light_curve_is_rare_among_sparse_ones():
+    """Sparse fingerprints crowd together: beside well-sampled ones every sparse object looks ordinary,
+    the odd one among them included; ranked within its detection stratum it comes first."""
+    rng = np.random.default_rng(5)
+    rich = rng.normal(0, 1.0, (100, 16))  # well-sampled and diverse
+    sparse = rng.normal(0, 0.05, (100, 16)) + np.eye(16)[0]  # one or two detections: all alike ...
+    odd = np.eye(16)[0] + rng.normal(0, 0.4, (1, 16))  # ... but this one
+    vectors = np.vstack([rich, sparse, odd]).astype(np.float32)
+    detections = np.array([20] * 100 + [1] * 101)
+    fine, model = ["SNIa"] * 201, np.full(201, 0.5)
+    odd_row = 200
+    pooled = Ranking.build(vectors, fine, model, detections=detections, edges=())
+    stratified = Ranking.build(vectors, fine, model, detections=detections)
+    assert pooled.isolation[odd_row] < np.median(pooled.isolation[:100])  # less isolated than a rich one
+    assert odd_row not in pooled.order()[:20].tolist()
+    assert stratified.order()[0] == odd_row
+    # an estimate reads the same strata: the odd one re-posted as new is estimated at its score
+    est = stratified.estimate(vectors[[odd_row]], ["SNIa"], model[:1], detections=np.array([1]))
+    assert est[0] == pytest.approx(stratified.scores[odd_row], abs=0.01)
+
+
+def test_expected_surprisal_sees_a_spread_posterior_and_two_signals_outvote_one():
+    classes = ["SNIa", "KN"]
+    counts = {"SNIa": 98, "KN": 0}
+    confident, spread = np.array([[1.0, 0.0]]), np.array([[0.6, 0.4]])
+    assert (
+        expected_surprisal(spread, classes, counts, 98)[0] > 2 * expected_surprisal(confident, classes, counts, 98)[0]
+    )
+    # an unseen kind: called SNIa (the predicted class is common) with a spread posterior, isolated, and
+    # scored ordinary by the model; the mean of the two highest percentiles puts it first, a mean of all three not
+    rng = np.random.default_rng(6)
+    vectors = np.vstack([rng.normal(0, 0.05, (97, 8)) + np.eye(8)[0], rng.normal(0, 1.0, (1, 8))]).astype(np.float32)
+    probs = np.vstack([np.tile([0.97, 0.03], (97, 1)), [0.55, 0.45]])
+    model = np.concatenate([rng.uniform(0.2, 0.8, 97), [0.0]])
+    fine = ["SNIa"] * 98
+    kw = {"probabilities": probs, "classes": classes}
+    assert Ranking.build(vectors, fine, model, **kw).order()[0] == 97
+    assert Ranking.build(vectors, fine, model, agree=3, **kw).order()[0] != 97
+    hard = Ranking.build(vectors, fine, model)  # the predicted class alone: no surprisal signal
+    assert hard.percentiles[1, 97] == pytest.approx(0.5, abs=0.01)
 
 
 def test_an_unchanged_vector_keeps_its_index_place():
@@ -146,6 +203,26 @@ def test_feedback_api_reranks_needs_the_key_and_outlives_a_restart(make_settings
         history = c.get(f"/v1/anomalies/{top}/feedback").json()["answers"]
         assert [(a["label"], a["user"]) for a in history] == [("not_anomaly", "ada")]
         assert c.get("/v1/anomalies/nope/feedback").status_code == 404
+
+
+def test_the_service_ranks_as_the_evaluations_do(make_settings, fresh_url, tmp_path):
+    """app.ranking reads the fine-class probabilities back from the served fingerprints and the detection
+    counts from SQL: its scores are those of training.evaluate's catalogue_ranking on the same objects."""
+    settings = make_settings(fresh_url, index_dir=tmp_path / "index", demo=False, sync_interval=0)
+    lcs = synth_lightcurves(150, seed=4247)
+    with TestClient(create_app(settings)) as c:
+        c.post("/v1/alerts", json=as_json(lcs))
+        catalog: Catalog = c.app.state.catalog
+        catalog.rerank(force=True)
+        served = {i["object_id"]: i["score"] for i in c.get("/v1/anomalies", params={"limit": 500}).json()["items"]}
+        enc = catalog.encoder.encode(lcs)
+        fingerprint, probabilities = split_served(enc.vectors, catalog.encoder.latent_dim)
+    assert probabilities is not None and np.allclose(probabilities, enc.fine_probs, atol=1e-5)
+    assert fingerprint.shape[1] == catalog.encoder.latent_dim
+    offline = catalogue_ranking(catalog.encoder, enc, lcs).scores
+    gap = np.abs(np.array([served[lc.object_id] for lc in lcs]) - offline)
+    assert np.median(gap) < 1e-3 and gap.max() < 0.05
+    assert strata(np.array([len(lc) for lc in lcs])).max() >= 1  # two strata: the detections matter
 
 
 def test_answers_outlive_reencoding(make_settings, fresh_url, tmp_path_factory):

@@ -151,18 +151,21 @@ def _token(t: str) -> object:
 
 def test_the_default_recipe_expands_to_the_old_scripts_commands():
     stages = recipe.expand(recipe.load("default"), "D", "O")
-    names = ["1-base", "2-finetune", "3-finetune", "4-film", "5-film", "6-bts-labels", "7-film"]
+    names = ["1-base", "2-finetune", "3-finetune", "4-film", "5-film", "6-bts-labels", "7-film", "8-film"]
     assert [name for name, _ in stages] == names
     for (_, argv), old in zip(stages[:5], OLD_STAGES, strict=True):
         assert list(map(_token, argv)) == list(map(_token, old))
         assert parse(argv) == parse(old)  # the same runs, field by field
-    # 6: every BTS label (none hidden), beside new synthetic light curves, from stage 5; 7: its decoder alone
-    (six,), (seven,) = parse(stages[5][1]), parse(stages[6][1])
+    # 6: every BTS label (none hidden), beside new synthetic light curves, from stage 5; 7-8: its decoder alone
+    (six,), (seven,), (eight,) = parse(stages[5][1]), parse(stages[6][1]), parse(stages[7][1])
     assert six.data == ["D/ztf_bts_dev.parquet", "synthetic:ztf:2000:5"] and not six.unlabelled
     assert (six.early_copies, six.balance_classes, six.contrastive_weight, six.views) == (True, 150, 20.0, 2)
     assert six.model.posterior_weight == 2 and six.init_from == "O/5-film/model.pt"
     assert (seven.train_only, seven.init_from, seven.data, seven.model.posterior_weight) == (
         "decoder", "O/6-bts-labels/model.pt", six.data, 2
+    )
+    assert (eight.train_only, eight.init_from, eight.data, eight.model.posterior_weight, eight.epochs) == (
+        "decoder", "O/7-film/model.pt", six.data, 2, 60
     )
     assert recipe.load("default") == recipe.load(str(recipe.RECIPES / "default.toml"))
 

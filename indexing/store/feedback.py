@@ -33,6 +33,7 @@ class RankingInputs:
     model_score: np.ndarray  # (n,) float64, nan: none
     anomaly_score: np.ndarray  # (n,) float64: the stored ranking scores, nan: none
     source_revision: np.ndarray  # (n,) int64: the object revision each fingerprint is of
+    n_detections: np.ndarray  # (n,) int64: the object's detections (0: not known)
 
 
 class Feedback(_StoreBase):
@@ -98,14 +99,16 @@ class Feedback(_StoreBase):
             return int(conn.execute(q).scalar_one())
 
     def ranking_inputs(self, model_version: str, batch_size: int = 50_000) -> RankingInputs:
-        """Every fingerprint of ``model_version`` with its fine class and scores, in id order."""
-        f = FingerprintRecord.__table__.c
+        """Every fingerprint of ``model_version`` with its fine class, scores and its object's detection
+        count, in id order."""
+        f, o = FingerprintRecord.__table__.c, ObjectRecord.__table__.c
         ids: list[str] = []
         blobs: list[bytes] = []
         fine: list[str | None] = []
         model: list[float] = []
         stored: list[float] = []
         revisions: list[int] = []
+        detections: list[int] = []
         dim, last = 0, -1
         with self.engine.connect() as conn:
             while True:
@@ -119,7 +122,9 @@ class Feedback(_StoreBase):
                         f.model_score,
                         f.anomaly_score,
                         f.source_revision,
+                        o.n_detections,
                     )
+                    .join_from(FingerprintRecord, ObjectRecord, o.object_id == f.object_id, isouter=True)
                     .where(f.model_version == model_version, f.id > last)
                     .order_by(f.id)
                     .limit(batch_size)
@@ -133,13 +138,15 @@ class Feedback(_StoreBase):
                     model.append(_nan(r[5]))
                     stored.append(_nan(r[6]))
                     revisions.append(-1 if r[7] is None else r[7])
+                    detections.append(r[8] or 0)
                 if len(rows) < batch_size:
                     break
                 last = rows[-1][0]
         vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), dim).astype(np.float32)
         return RankingInputs(
-            ids, vectors, fine, np.array(model, np.float64), np.array(stored, np.float64), np.array(revisions, np.int64)
-        )
+            ids, vectors, fine, np.array(model, np.float64), np.array(stored, np.float64),
+            np.array(revisions, np.int64), np.array(detections, np.int64),
+        )  # fmt: skip
 
     def set_anomaly_scores(self, model_version: str, scores: dict[str, tuple[float, int]]) -> int:
         """Write ranking scores of ``model_version``'s fingerprints, ``{object_id: (score, source revision)}``:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from encoder.inference import Encoded, Encoder
 from encoder.lightcurve import LightCurve
+from encoder.rarity import Ranking
 from encoder.taxonomy import coarse_of
 from training.data import load_source, split_of
 from training.evaluate import baselines, metrics
@@ -85,6 +86,19 @@ def fingerprints(enc: Encoder, lcs: list[LightCurve], desc: str = "fingerprints"
     """Encoded for a list of light curves, in batches with a progress bar, in input order."""
     parts = [enc.encode(lcs[s : s + chunk]) for s in tqdm(range(0, len(lcs), chunk), desc=desc, leave=False)]
     return Encoded.concat(parts)
+
+
+def catalogue_ranking(
+    enc: Encoder, e: Encoded, lcs: list[LightCurve], rows: np.ndarray | None = None, **options
+) -> Ranking:
+    """The :class:`~encoder.rarity.Ranking` of a catalogue (the rows ``rows`` of ``e`` and ``lcs``, all by
+    default) with what app.ranking gives it: the model's own fingerprint (not the class-aware metric's
+    appendix), the fine-class probabilities and each light curve's detections. ``options``: Ranking.build's."""
+    idx = np.arange(len(lcs)) if rows is None else np.asarray(rows)
+    probs = None if e.fine_probs is None else e.fine_probs[idx]
+    fine = [None] * len(idx) if probs is None else [enc.fine_classes[i] for i in probs.argmax(1)]
+    given = {"detections": np.array([len(lcs[i]) for i in idx]), "probabilities": probs, "classes": enc.fine_classes}
+    return Ranking.build(e.vectors[idx, : enc.latent_dim], fine, e.anomaly[idx], **(given | options))
 
 
 def load_context(args: EvalConfig) -> Context:

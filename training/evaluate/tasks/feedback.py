@@ -26,7 +26,7 @@ import numpy as np
 
 from encoder import rarity
 from encoder.rarity import Ranking
-from training.evaluate.context import FULL, Context
+from training.evaluate.context import FULL, Context, catalogue_ranking
 from training.evaluate.report import num, pct, table, write_section
 
 TUNING_SEEDS = (2026, 7, 8)
@@ -89,12 +89,10 @@ def run(ctx: Context) -> str:
     rows, rare_lines = [], []
     for j, (name, enc) in enumerate(ctx.encoders):
         e = ctx.encoded(j, FULL)
-        fine = [None] * len(labels) if e.fine_probs is None else [enc.fine_classes[i] for i in e.fine_probs.argmax(1)]
         for source in dict.fromkeys(ctx.sources):
             idx = np.flatnonzero(sources == source)
             cat = catalogue_name(source) if len(ctx.encoders) == 1 else f"{name}: {catalogue_name(source)}"
-            # the model's own fingerprint, as app.ranking compares them (no class-aware appendix)
-            ranking = Ranking.build(e.vectors[idx, : enc.latent_dim], [fine[i] for i in idx], e.anomaly[idx])
+            ranking = catalogue_ranking(enc, e, ctx.lcs, idx)
             masks, rare = targets(labels[idx], opts.kinds, opts.rare_share)
             n_of = Counter(labels[idx].tolist())
             rare_lines.append(

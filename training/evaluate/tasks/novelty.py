@@ -6,8 +6,8 @@ and every object of the catalogue), the catalogue is encoded with it and ranked 
 :class:`encoder.rarity.Ranking`, and the AUROC of the left-out kind against everything else in the
 catalogue is reported for the Ranking, for the left-out model's own anomaly score alone, for an
 IsolationForest on the physics features of the same catalogue (unsupervised, no training: the same scores
-for every kind), for the Ranking's isolation and surprisal signals, and for a what-if that is not
-encoder.rarity's (:func:`what_if`).
+for every kind), for each of the Ranking's signals, and for the Ranking without each of its design choices
+(:data:`ABLATIONS`).
 
 The command line, as it maps onto ``rtf-evaluate``'s:
 
@@ -42,13 +42,13 @@ import numpy as np
 from encoder.inference import Encoder
 from encoder.lightcurve import LightCurve
 from encoder.model.rtf import ModelConfig
-from encoder.rarity import Ranking, mid_percentile, surprisal
+from encoder.rarity import Ranking
 from encoder.readers import write_lightcurves_parquet
 from encoder.taxonomy import FINE_CLASSES, normalize_label
 from training.config import TrainConfig
 from training.data import load_sources
 from training.evaluate import baselines, metrics
-from training.evaluate.context import Context, fingerprints
+from training.evaluate.context import Context, catalogue_ranking, fingerprints
 from training.evaluate.report import num, table, write_section
 from training.synthetic import SURVEYS, SurveyConfig, generate_survey
 
@@ -58,13 +58,14 @@ TOPUP_SEED = 900_000
 RECIPE = "--cls-weight 0.5 --random-truncate --min-detections 3"
 #: the scores of the ROC figure
 ROC_SCORES = ("Ranking", "model score alone", "IsolationForest on physics features")
-#: the Ranking's parts (and the what-ifs) in the second table
-PARTS = (
-    "isolation (Ranking's)",
-    "surprisal (Ranking's)",
-    "expected surprisal (what-if)",
-    "Ranking with expected surprisal (what-if)",
-)
+#: the Ranking without one of its design choices at a time: Ranking.build's options
+ABLATIONS: dict[str, dict] = {
+    "one stratum": {"edges": ()},
+    "mean of all three": {"agree": 3},
+    "predicted class's surprisal": {"probabilities": None},
+}
+#: the Ranking's signals, each as its percentile in its detection stratum, then the ablations: the second table
+PARTS = ("isolation", "surprisal", "model score", *ABLATIONS)
 
 
 def of_kind(lc: LightCurve, kind: str) -> bool:
@@ -158,26 +159,14 @@ def train_without(ctx: Context, kind: str, catalogue_ids: set[str]) -> tuple[Pat
 
 
 def rank(enc: Encoder, lcs: list[LightCurve], desc: str) -> tuple[Ranking, np.ndarray, dict[str, np.ndarray]]:
-    """The catalogue's Ranking by ``enc``, the model's own anomaly scores, and :func:`what_if`'s scores."""
+    """The catalogue's Ranking by ``enc`` (as app.ranking builds it), the model's own anomaly scores, and
+    the scores of the Ranking's parts (:data:`PARTS`)."""
     e = fingerprints(enc, lcs, desc=desc)
-    fine = [None] * len(lcs) if e.fine_probs is None else [enc.fine_classes[i] for i in e.fine_probs.argmax(1)]
-    ranking = Ranking.build(e.vectors[:, : enc.latent_dim], fine, e.anomaly)  # as app.ranking compares them
-    return ranking, e.anomaly, what_if(ranking, e.fine_probs, enc.fine_classes)
-
-
-def what_if(ranking: Ranking, fine_probs: np.ndarray | None, classes: list[str]) -> dict[str, np.ndarray]:
-    """Not encoder.rarity's: the surprisal expected under the fine-class probabilities, sum_c p_c (-log
-    share_c), alone and in the Ranking's mean of percentiles in place of the predicted class's surprisal. A
-    kind no model trained on is mostly predicted as a common class (a low surprisal) with a spread posterior."""
-    if fine_probs is None:
-        return {}
-    expected = fine_probs @ surprisal(classes, ranking.counts, len(ranking))
-
-    def pct(x: np.ndarray) -> np.ndarray:
-        return mid_percentile(np.sort(x), x)
-
-    mixed = (pct(ranking.isolation) + pct(expected) + pct(ranking.model_score)) / 3
-    return {"expected surprisal (what-if)": expected, "Ranking with expected surprisal (what-if)": mixed}
+    ranking = catalogue_ranking(enc, e, lcs)
+    parts = dict(zip(("isolation", "surprisal", "model score"), ranking.percentiles, strict=True))
+    for name, options in ABLATIONS.items():
+        parts[name] = catalogue_ranking(enc, e, lcs, **options).scores
+    return ranking, e.anomaly, parts
 
 
 def run(ctx: Context) -> str:
@@ -201,8 +190,6 @@ def run(ctx: Context) -> str:
         scores = {
             "Ranking": ranking.scores,
             "model score alone": own,
-            "isolation (Ranking's)": ranking.isolation,
-            "surprisal (Ranking's)": surprisal(ranking.fine, ranking.counts, len(ranking)),
             "IsolationForest on physics features": forest,
         } | alt
         scores |= {f"{name} Ranking": r.scores for name, (r, _, _) in references}
@@ -255,24 +242,22 @@ def run(ctx: Context) -> str:
             f"kind (nor any unlabelled one, nor any of the catalogue), {opts.epochs} epochs, seed {a.seed}, the "
             f"architecture of {ctx.args.checkpoint[0]} (`{arch.version}`: {m.mode}{m.latent_dim}, d_model "
             f"{m.d_model}, {m.n_layers} layers, FiLM decoder {m.decoder_film}, physics features {m.use_gp}, served "
-            f"with {m.posterior_weight:g} x the fine-class probabilities appended, which the Ranking leaves out as "
+            f"with {m.posterior_weight:g} x the fine-class probabilities appended, which the Ranking reads as "
             "app.ranking does) with "
             f"the recipe's stage-1 settings (`{RECIPE}`). AUROC of the kind against every other object of the "
-            "catalogue (0.5 = chance). The Ranking is encoder.rarity's (isolation, surprisal and the model's "
-            "score, as percentiles in the catalogue); the IsolationForest is fitted on the catalogue's physics "
+            "catalogue (0.5 = chance). The Ranking is encoder.rarity's (isolation, expected surprisal and the "
+            "model's score, each as its percentile among the objects with about as many detections, the mean of "
+            "the two highest); the IsolationForest is fitted on the catalogue's physics "
             f"features; the reference column ranks with {', '.join(n for n, _ in ctx.encoders)} itself (with the "
             "number of objects of the kind its last training stage had, where its summary says). Train s: the "
             f"left-out model's training time. This run: {total:.0f} s in all, {a.threads} PyTorch threads"
             + (f" (the models of {', '.join(reused)} reused from {opts.work})." if reused else "."),
             table(header, rows),
-            "The Ranking's other two signals for the same left-out models (the third is the model score above), a "
-            "what-if that is not encoder.rarity's (the surprisal expected under the model's fine-class "
-            "probabilities, sum_c p_c (-log share_c), and the Ranking with it in place of the predicted class's "
-            "surprisal), and what the left-out model calls the kind:",
-            table(
-                ["left-out kind", "isolation", "surprisal", "expected surprisal", "Ranking with it", "predicted as"],
-                parts,
-            ),
+            "The same left-out models: each of the Ranking's three signals alone (its percentile in its detection "
+            "stratum), the Ranking without one of its design choices at a time (one stratum for the whole "
+            "catalogue; the mean of all three percentiles; the surprisal of the predicted class rather than the "
+            "one expected under the fine-class probabilities), and what the left-out model calls the kind:",
+            table(["left-out kind", *PARTS, "predicted as"], parts),
             "![roc](novelty_roc.png)",
         ]
     )
