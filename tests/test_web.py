@@ -99,7 +99,7 @@ def test_anomalies_object_and_neighbour(page, server):
     shown = page.locator("#list tbody tr td:nth-child(2)").all_inner_texts()
     assert shown == [a["object_id"] for a in api]  # the API's order, most anomalous first
     cells = first.locator("td").all_inner_texts()
-    assert cells[2] == (api[0]["label"] or "—") and cells[3].startswith(f"{api[0]['score']:.3f}")
+    assert cells[2] == (api[0]["label"] or "—") and cells[3].startswith(f"{api[0]['score']:.4f}")
     assert cells[4] == str(api[0]["n_detections"])
 
     first.locator("a").click()

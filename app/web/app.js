@@ -64,7 +64,9 @@ function scoreCell(score) {
   if (score === null || score === undefined) return h("span", { class: "muted" }, "—");
   const bar = h("span", { class: "score-bar", "aria-hidden": "true" }, h("span"));
   bar.firstChild.style.width = Math.round(Math.max(0, Math.min(1, score)) * 100) + "%";
-  return h("span", { class: "score" }, h("span", { class: "num" }, fmt(score, 3)), bar);
+  // a percentile in the catalogue: four decimals, so the top of a catalogue of thousands is not all "1.000"
+  const title = `above ${(100 * score).toFixed(2)} % of this catalogue`;
+  return h("span", { class: "score", title }, h("span", { class: "num" }, fmt(score, 4)), bar);
 }
 
 // ------------------------------------------------------------------ the API
@@ -367,7 +369,9 @@ async function listView(root, kind, params, live) {
   });
   const heading = anomalies ? "Most anomalous objects" : "All objects";
   const intro = anomalies
-    ? "Ranked by the served model's calibrated anomaly score (most anomalous first). To filter by detections, use All objects."
+    ? "Most anomalous first. The anomaly score is a percentile in this catalogue (0.99: above 99 % of it), from "
+      + "isolation among its neighbours, how rare its class is here and the model's own score; experts' answers "
+      + "(POST /v1/anomalies/{id}/feedback) re-rank it. To filter by detections, use All objects."
     : "The catalogue by object id, with the served model's predictions.";
   const head = anomalies
     ? ["#", "Object", "Predicted class", "Anomaly score", "Detections", "Last detection (MJD)"]
@@ -611,7 +615,7 @@ async function runSearch(jsonText, avroFile, k, results, live) {
       h("h2", {}, q.id),
       q.lightcurve ? lightcurveSvg(q.lightcurve) : null,
       p ? h("div", { class: "two-col" },
-        h("div", {}, h("h3", {}, "Classification"), h("p", {}, "Predicted: ", classTag(p.label), " · anomaly score ",
+        h("div", {}, h("h3", {}, "Classification"), h("p", {}, "Predicted: ", classTag(p.label), " · the model's anomaly score ",
           h("span", { class: "num" }, fmt(p.anomaly_score, 3))), probabilityList(p.probabilities, `class probabilities of ${q.id}`)),
         Object.keys(p.fine_probabilities || {}).length ? h("div", {}, h("h3", {}, "Fine classes"),
           probabilityList(Object.fromEntries(Object.entries(p.fine_probabilities).sort((a, b) => b[1] - a[1]).slice(0, 6)),
