@@ -25,6 +25,12 @@ any class (a synthetic survey) to every fold's fine-tuning set, as stage 6 of tr
 does, so that the heads keep the classes BTS lacks.
 
     python experiments/finetune_knn_cv.py --data ../shared/data/ztf_bts_dev.parquet --out runs/knn_cv
+
+``--checkpoint`` must not have seen ``--data``'s labels (the bundled checkpoint has: recipe stage 6), or
+every fold's held-out labels leak into it; the default is the recipe's stage 5
+(``python -m training.recipe default --data-dir ../shared/data --stage 1 2 3 4 5``, or the bundled checkpoint
+of commit 0fb3aa8: ``git show 0fb3aa8:encoder/checkpoints/rtf-default.pt > runs/default/5-film/model.pt``),
+and a checkpoint whose training run lists ``--data`` as labelled data is refused.
 """
 
 from __future__ import annotations
@@ -41,7 +47,6 @@ import torch
 from sklearn.model_selection import StratifiedKFold
 
 from encoder.anomaly import AnomalyScorer
-from encoder.checkpoint import DEFAULT_CHECKPOINT
 from encoder.inference import Encoder
 from encoder.readers import read_bts_parquet, write_lightcurves_parquet
 from training.data import balanced, early_copies, load_sources
@@ -69,11 +74,22 @@ def load_tuned(run: Path, last_weights: bool, posterior_weight: float) -> Encode
     return enc
 
 
+def saw_labels_of(summary: dict, data: str) -> bool:
+    """Whether a checkpoint's training run (its summary's config) had ``data`` as labelled data."""
+    cfg = summary.get("config", {})
+    unlabelled = {Path(u).name for u in cfg.get("unlabelled") or []}
+    return any(Path(d).name == Path(data).name and Path(d).name not in unlabelled for d in cfg.get("data") or [])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="ztf_bts_dev.parquet")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="the model to fine-tune")
+    ap.add_argument(
+        "--checkpoint",
+        default="runs/default/5-film/model.pt",
+        help="the model to fine-tune: one that never saw --data's labels (default: the recipe's stage 5)",
+    )
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--only-fold", type=int, help="run one fold (a quick look)")
     ap.add_argument("--epochs", type=int, default=40)
@@ -109,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also score fingerprint (unit) + this weight x the fine-class probabilities",
     )
     args = ap.parse_args(argv)
+    if not Path(args.checkpoint).exists():
+        raise SystemExit(f"--checkpoint {args.checkpoint}: not found (the module docstring says how to make it)")
+    if saw_labels_of(Encoder.load(args.checkpoint).ckpt.summary, args.data):
+        raise SystemExit(
+            f"--checkpoint {args.checkpoint} was trained on the labels of {args.data}: the folds would leak"
+        )
 
     every = read_bts_parquet(args.data)
     lcs = [lc for lc in every if len(lc) >= MIN_DETECTIONS and lc.label]
